@@ -1,0 +1,1 @@
+"""fer_jax: facial expression recognition in JAX/Flax."""

@@ -1,0 +1,49 @@
+"""Where a run's measurements go: a JSON-lines file and TensorBoard."""
+import json
+import os
+
+import jax
+import numpy as np
+
+
+def accuracy(confusion):
+  """Accuracy from a confusion matrix (rows: true class, columns: predicted)."""
+  return float(np.trace(confusion) / max(np.sum(confusion), 1))
+
+
+class MetricWriter:
+  """Appends `{"step": ..., name: value}` lines to `workdir/metrics.jsonl`.
+
+  On resume from step S, lines written after S by the interrupted run are
+  dropped, so the file reads as one uninterrupted run.
+  """
+
+  def __init__(self, workdir, resume_step=0):
+    self.active = jax.process_index() == 0
+    if not self.active:
+      return
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        lines = [l for l in f if json.loads(l)['step'] <= resume_step]
+      with open(self.path + '.tmp', 'w') as f:
+        f.writelines(lines)
+      os.replace(self.path + '.tmp', self.path)
+    # tensorboardX rather than flax.metrics.tensorboard, which imports
+    # TensorFlow.
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+    self.tb = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def write(self, step, scalars):
+    if not self.active:
+      return
+    with open(self.path, 'a') as f:
+      f.write(json.dumps({'step': int(step), **scalars}) + '\n')
+    for name, value in scalars.items():
+      if isinstance(value, (int, float)):
+        self.tb.add_scalar(name, value, step)
+    self.tb.flush()
+
+  def close(self):
+    if self.active:
+      self.tb.close()

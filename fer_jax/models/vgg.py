@@ -1,0 +1,109 @@
+"""VGG19 with BatchNorm, and the U-Net-based VGG19 (U-VGG19) built on it.
+
+`vgg19` is the baseline of WuJie1010/Facial-Expression-Recognition.Pytorch
+(models/vgg.py): 16 3x3 convolutions with bias, BatchNorm and ReLU, a 2x2 max
+pool after each of the five stages, then (at a 44x44 input the map is 1x1)
+flatten -> Dropout(0.5) -> Dense(512 -> 7): 20,037,831 parameters at 44x44x1.
+
+`uvgg19` is the model of "U-Net-based VGG19" (Chinese Journal of Engineering,
+2025). The paper leaves three things open; the choices, and why:
+  * SE placement. "An SE module is embedded after each convolutional layer":
+    we put one after every conv (conv -> BN -> PReLU -> SE), reduction 16. This
+    gives 20,741,255 parameters at 44x44x1, matching the paper's 20.7M; one SE
+    per stage would give 20.52M.
+  * PReLU slopes: one per channel (PyTorch's `nn.PReLU(channels)`), which is
+    what the 20.7M count admits; a shared slope changes it by 5.5k only.
+  * Skip geometry. Stage outputs are taken after their max pool (44x44 input:
+    x1 22x22x64, x2 11x11x128, x3 5x5x256, x4 2x2x512). "The shallow feature is
+    cropped to the size of the deep feature and concatenated": stage 4 takes
+    conv1x1(cat(centre_crop(x2), x3)) -> 256 channels, stage 5 takes
+    conv1x1(cat(centre_crop(x1), x4)) -> 512 channels. The fusions are linear
+    1x1 convs with bias (393,984 parameters at width 1), each followed by the
+    next stage's conv-BN-PReLU.
+The head: global average pool -> Dropout(0.5) -> 1x1 conv (512 -> classes) ->
+Dense(classes -> classes).
+
+Every difference between the two is a field of `VGG`, so the paper's ablation
+table is a set of configs: `vgg19` is `VGG` with all switches off.
+"""
+import functools
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from fer_jax.models import layers
+
+STAGES = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
+
+
+class VGG(nn.Module):
+  """VGG19 and its U-Net variant; see the module docstring."""
+  num_classes: int = 7
+  width: float = 1.0  # multiplies every channel count
+  use_bn: bool = True
+  activation: str = 'relu'  # relu | prelu
+  use_se: bool = False
+  se_activation: str = 'relu'  # relu | mish
+  se_reduction: int = 16
+  use_skips: bool = False
+  head: str = 'dense'  # dense | gap_conv
+  dropout: float = 0.5
+
+  def channels(self, c):
+    return max(1, round(c * self.width))
+
+  def conv_block(self, x, features, train):
+    x = layers.Conv(features)(x)
+    if self.use_bn:
+      # PyTorch's BatchNorm2d defaults: momentum 0.1 (0.9 here), eps 1e-5.
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                       epsilon=1e-5)(x)
+    x = layers.PReLU()(x) if self.activation == 'prelu' else nn.relu(x)
+    if self.use_se:
+      x = layers.SqueezeExcite(self.se_reduction, self.se_activation)(x)
+    return x
+
+  def fuse(self, shallow, deep, features):
+    shallow = layers.centre_crop(shallow, deep.shape[1], deep.shape[2])
+    return layers.Conv(features, (1, 1))(
+        jnp.concatenate([shallow, deep], axis=-1))
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    outputs = []
+    for i, (convs, c) in enumerate(STAGES):
+      if self.use_skips and i == 3:
+        x = self.fuse(outputs[1], x, x.shape[-1])
+      if self.use_skips and i == 4:
+        x = self.fuse(outputs[0], x, x.shape[-1])
+      for _ in range(convs):
+        x = self.conv_block(x, self.channels(c), train)
+      x = nn.max_pool(x, (2, 2), (2, 2))
+      outputs.append(x)
+
+    if self.head == 'dense':
+      x = x.reshape(x.shape[0], -1)
+      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      return nn.Dense(self.num_classes)(x)
+    x = jnp.mean(x, axis=(1, 2), keepdims=True)
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    x = layers.Conv(self.num_classes, (1, 1))(x)
+    return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
+
+  def __post_init__(self):
+    for field, value, allowed in (
+        ('activation', self.activation, ('relu', 'prelu')),
+        ('se_activation', self.se_activation, tuple(layers.ACTIVATIONS)),
+        ('head', self.head, ('dense', 'gap_conv'))):
+      if value not in allowed:
+        raise ValueError(f'config.model.{field}={value!r}: expected one of '
+                         f'{allowed}')
+    if self.width <= 0:
+      raise ValueError(f'config.model.width={self.width}: expected > 0')
+    super().__post_init__()
+
+
+vgg19 = VGG
+uvgg19 = functools.partial(
+    VGG, activation='prelu', use_se=True, se_activation='mish',
+    use_skips=True, head='gap_conv')

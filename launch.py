@@ -1,0 +1,49 @@
+"""Trains or evaluates a config: python launch.py --config=configs/demo.py.
+
+Flags: --config (with --config.key=value overrides), --workdir (default
+runs/<config file name>), --mode=train|eval. For several hosts, pass
+--coordinator_address, --num_processes and --process_id on each.
+"""
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None,
+                               'Run directory; default runs/<config name>.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
+                          'train (resuming if possible) or eval a checkpoint.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0, multi-host only.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 1, 'Multi-host only.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', 0, 'Multi-host only.')
+flags.mark_flags_as_required(['config'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  # Orbax logs every file it writes at INFO.
+  logging.set_verbosity(logging.WARNING)
+  # Imported here, not at the top: grain's worker processes are spawned and
+  # re-import this file, which must not touch devices.
+  import jax  # pylint: disable=g-import-not-at-top
+  from fer_jax import train  # pylint: disable=g-import-not-at-top
+  if _NUM_PROCESSES.value > 1:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                               _PROCESS_ID.value)
+  config_path = flags.FLAGS['config'].config_filename
+  workdir = _WORKDIR.value or os.path.join(
+      'runs', os.path.splitext(os.path.basename(config_path))[0])
+  if _MODE.value == 'train':
+    train.train_and_evaluate(_CONFIG.value, workdir)
+  else:
+    train.evaluate(_CONFIG.value, workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)
