@@ -45,5 +45,18 @@ def main(argv):
     train.evaluate(_CONFIG.value, workdir)
 
 
+def parse_flags(argv):
+  """absl's parsing, with a one-line error for a bad --config.* override."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    raise SystemExit(f'launch.py: {e}') from e
+  except AttributeError as e:  # ml_collections: the key does not exist
+    raise SystemExit(f'launch.py: the config has no key {e}; check the '
+                     '--config.* overrides') from e
+  except (KeyError, TypeError, ValueError) as e:  # e.g. a value of wrong type
+    raise SystemExit(f'launch.py: bad --config.* override: {e}') from e
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

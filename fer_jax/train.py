@@ -105,7 +105,7 @@ def train_step(state, batch, rng, *, model, tx, lr_fn):
       'loss': loss,
       'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
       'learning_rate': lr_fn(state.step),
-      'grad_norm': optax.global_norm(grads),
+      'grad_norm': optax.tree.norm(grads),
   }
 
 
@@ -257,10 +257,10 @@ def train_and_evaluate(config, workdir):
   """Trains, evaluating and checkpointing each epoch; resumes from workdir."""
   ex = Experiment(config)
   mngr = ex.checkpoints(workdir)
+  start = check_workdir(mngr, config, workdir)
   state = ex.initial_state()
   train_iter = iter(ex.data.train)
   history = []
-  start = check_workdir(mngr, config, workdir)
   if start is not None:
     state, train_iter = checkpoint.restore_train(mngr, start, state,
                                                  train_iter)

@@ -7,6 +7,8 @@ geometry depends on the expression, then moved, scaled, rotated, relit, noised
 and sometimes partly occluded, so that no linear model on raw pixels solves it
 (tests/test_fer_synth.py pins that) while a small CNN does.
 """
+import dataclasses
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -15,7 +17,7 @@ CLASS_NAMES = ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise',
                'neutral')
 # FER2013 train split's class counts, used as class proportions here.
 FER2013_TRAIN_COUNTS = (3995, 436, 4097, 7215, 4830, 3171, 4965)
-SPLIT_SIZES = {'train': 6000, 'validation': 750, 'test': 1500}
+SPLITS = ('train', 'validation', 'test')
 IMAGE_SIZE = 48
 
 # Expression geometry in face coordinates (u right, v down, face half-height
@@ -54,9 +56,9 @@ def render_face(label, rng):
   if rng.random() < 0.5:  # disgust's lip raise is on either side
     p['mouth_tilt'] = -p['mouth_tilt']
 
-  scale = rng.uniform(0.95, 1.2) * IMAGE_SIZE / 2.0  # pixels per face unit
-  angle = np.deg2rad(rng.uniform(-15, 15))
-  centre = IMAGE_SIZE / 2 + rng.uniform(-3, 3, size=2)
+  scale = rng.uniform(0.9, 1.25) * IMAGE_SIZE / 2.0  # pixels per face unit
+  angle = np.deg2rad(rng.uniform(-20, 20))
+  centre = IMAGE_SIZE / 2 + rng.uniform(-5, 5, size=2)
   ys, xs = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE] + 0.5
   dx, dy = (xs - centre[0]) / scale, (ys - centre[1]) / scale
   u = np.cos(angle) * dx + np.sin(angle) * dy
@@ -111,23 +113,27 @@ def render_face(label, rng):
   return np.round(np.clip(img, 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def split_labels(split, seed=0):
-  """The labels of a split in example order: FER2013 proportions, shuffled."""
-  n = SPLIT_SIZES[split]
-  counts = np.asarray(FER2013_TRAIN_COUNTS) / sum(FER2013_TRAIN_COUNTS) * n
+def split_labels(size, split_id, seed=0):
+  """A split's labels in example order: FER2013's proportions, shuffled."""
+  counts = np.asarray(FER2013_TRAIN_COUNTS) / sum(FER2013_TRAIN_COUNTS) * size
   counts = np.floor(counts).astype(int)
-  counts[np.argmax(counts)] += n - counts.sum()
+  counts[np.argmax(counts)] += size - counts.sum()
   labels = np.repeat(np.arange(len(CLASS_NAMES)), counts)
-  split_id = list(SPLIT_SIZES).index(split)
   return np.random.default_rng([seed, split_id]).permutation(labels)
 
 
-def generate_split(split, seed=0):
+def generate_split(split, size, seed=0):
   """Yields (index, image (48, 48, 1) uint8, label) for one split."""
-  split_id = list(SPLIT_SIZES).index(split)
-  for i, label in enumerate(split_labels(split, seed)):
+  split_id = SPLITS.index(split)
+  for i, label in enumerate(split_labels(size, split_id, seed)):
     rng = np.random.default_rng([seed, split_id, i])
     yield i, render_face(int(label), rng)[..., None], int(label)
+
+
+@dataclasses.dataclass(eq=False)
+class FerSynthConfig(tfds.core.BuilderConfig):
+  """Split sizes: `default` for the demo, `small` for tests and smoke runs."""
+  sizes: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 class FerSynth(tfds.core.GeneratorBasedBuilder):
@@ -135,6 +141,12 @@ class FerSynth(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'First release.'}
+  BUILDER_CONFIGS = [
+      FerSynthConfig(name='default',
+                     sizes={'train': 6000, 'validation': 750, 'test': 1500}),
+      FerSynthConfig(name='small',
+                     sizes={'train': 512, 'validation': 128, 'test': 128}),
+  ]
 
   def _info(self):
     return self.dataset_info_from_configs(
@@ -151,8 +163,9 @@ class FerSynth(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download.
-    return {split: self._generate_examples(split) for split in SPLIT_SIZES}
+    return {split: self._generate_examples(split, size)
+            for split, size in self.builder_config.sizes.items()}
 
-  def _generate_examples(self, split):
-    for i, image, label in generate_split(split):
+  def _generate_examples(self, split, size):
+    for i, image, label in generate_split(split, size):
       yield i, {'image': image, 'label': label}

@@ -20,16 +20,27 @@ BUILDERS = {'fer_synth': fer_synth.FerSynth}
 EMBEDDED = ('fer_synth',)
 
 
-def get_builder(name, data_dir=None):
-  """The prepared TFDS builder of dataset `name`, building fer_synth if needed."""
-  if name not in BUILDERS:
+def _builder(name, data_dir):
+  """`name` is a dataset, or `dataset/config` as in tfds.load."""
+  dataset, _, builder_config = name.partition('/')
+  if dataset not in BUILDERS:
     raise ValueError(
         f'config.data.name={name!r}: no builder for this dataset in this '
         f'version of fer_jax; available: {sorted(BUILDERS)}')
-  builder = BUILDERS[name](data_dir=data_dir or None,
+  names = [c.name for c in BUILDERS[dataset].BUILDER_CONFIGS]
+  if builder_config and builder_config not in names:
+    raise ValueError(f'config.data.name={name!r}: {dataset!r} has the '
+                     f'configurations {names}')
+  return BUILDERS[dataset](config=builder_config or None,
+                           data_dir=data_dir or None,
                            file_format='array_record')
+
+
+def get_builder(name, data_dir=None):
+  """The prepared TFDS builder of dataset `name`, building fer_synth if needed."""
+  builder = _builder(name, data_dir)
   if not builder.is_prepared():
-    if name not in EMBEDDED:
+    if builder.name not in EMBEDDED:
       raise FileNotFoundError(
           f'prepared data for {name!r} not found in {builder.data_dir}: run '
           f'python -m fer_jax.data.prepare --dataset={name} --manual_dir=PATH')
@@ -38,8 +49,7 @@ def get_builder(name, data_dir=None):
     if jax.process_index() == 0:
       builder.download_and_prepare()
     _sync('build ' + name)
-    builder = BUILDERS[name](data_dir=data_dir or None,
-                             file_format='array_record')
+    builder = _builder(name, data_dir)
   return builder
 
 

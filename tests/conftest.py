@@ -1,0 +1,72 @@
+"""Shared fixtures: a tiny config on fer_synth/small, built once per session."""
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from configs import demo
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Compiled programs are reused across tests and the subprocesses they start.
+CACHE_DIR = os.path.join(REPO, '.pytest_cache', 'jax')
+jax.config.update('jax_compilation_cache_dir', CACHE_DIR)
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+def tiny_config(data_dir, **overrides):
+  """U-VGG19 at 1/16 width on 512 training images: 16 steps an epoch."""
+  config = demo.get_config()
+  config.data.name = 'fer_synth/small'
+  config.data.data_dir = data_dir
+  config.data.threads = 1
+  config.model.width = 1 / 16
+  config.batch_size = 32
+  config.eval_batch_size = 64
+  config.epochs = 3
+  config.log_every = 1
+  config.schedule.name = 'constant'
+  for key, value in overrides.items():
+    *path, last = key.split('.')
+    node = config
+    for name in path:
+      node = node[name]
+    node[last] = value
+  return config
+
+
+def launch_args(config, workdir):
+  """`launch.py` arguments that rebuild `config` from configs/demo.py."""
+  args = [sys.executable, os.path.join(REPO, 'launch.py'),
+          '--config=' + os.path.join(REPO, 'configs', 'demo.py'),
+          '--workdir=' + workdir]
+  reference = demo.get_config()
+  for key in ('data.name', 'data.data_dir', 'data.threads', 'model.width',
+              'batch_size', 'eval_batch_size', 'epochs', 'log_every',
+              'schedule.name', 'optimizer.lr'):
+    node, ref = config, reference
+    for name in key.split('.'):
+      node, ref = node[name], ref[name]
+    if node != ref:
+      args.append(f'--config.{key}={node}')
+  return args
+
+
+def run_env(**extra):
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=CACHE_DIR,
+             PYTHONPATH=REPO, **extra)
+  return env
+
+
+def launch(config, workdir, **env):
+  """Runs launch.py to completion in a new process; returns its stdout."""
+  result = subprocess.run(launch_args(config, workdir), env=run_env(**env),
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stdout

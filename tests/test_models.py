@@ -1,0 +1,62 @@
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from fer_jax import models
+
+
+def _count(name, shape=(1, 44, 44, 1), **fields):
+  model = models.create(ml_collections.ConfigDict(dict(name=name, **fields)),
+                        num_classes=7)
+  variables = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros(shape)))
+  return sum(np.prod(x.shape) for x in jax.tree.leaves(variables['params']))
+
+
+def test_vgg19_has_the_ancestor_repositorys_parameter_count():
+  assert _count('vgg19') == 20_037_831
+
+
+def test_uvgg19_parameter_count_and_the_delta_of_each_switch():
+  full = _count('uvgg19')
+  assert full == 20_743_255  # the paper quotes 20.7M
+  # One SE (r=16, with biases) after each of the 16 convs.
+  assert full - _count('uvgg19', use_se=False) == 305_880
+  # Two 1x1 fusions: (128+256)*256+256 and (64+512)*512+512.
+  assert full - _count('uvgg19', use_skips=False) == 393_984
+  # One PReLU slope per channel of every conv.
+  assert full - _count('uvgg19', activation='relu') == 5_504
+  # gap_conv head: 1x1 conv 512->7 then Dense 7->7, vs Dense 512->7.
+  assert full - _count('uvgg19', head='dense') == 56
+  # Mish has no parameters.
+  assert _count('uvgg19', se_activation='relu') == full
+  # BatchNorm scale and offset: 2 per channel of every conv.
+  assert _count('vgg19') - _count('vgg19', use_bn=False) == 11_008
+
+
+def test_uvgg19_logits_and_batch_stats_at_small_width():
+  model = models.create(ml_collections.ConfigDict(
+      dict(name='uvgg19', width=1 / 16)), num_classes=7)
+  x = jax.random.normal(jax.random.key(0), (3, 44, 44, 1))
+  variables = jax.jit(model.init)(jax.random.key(1), x)
+  logits, updates = jax.jit(lambda v: model.apply(
+      v, x, train=True, mutable=['batch_stats'],
+      rngs={'dropout': jax.random.key(2)}))(variables)
+  assert logits.shape == (3, 7)
+  assert np.all(np.isfinite(logits))
+  before = jax.tree.leaves(variables['batch_stats'])
+  after = jax.tree.leaves(updates['batch_stats'])
+  assert any(not np.allclose(a, b) for a, b in zip(before, after))
+
+
+@pytest.mark.parametrize('fields, message', [
+    (dict(name='resnet9'), "config.model.name='resnet9'"),
+    (dict(name='vgg19', depth=3), 'config.model.depth'),
+    (dict(name='uvgg19', activation='gelu'), "config.model.activation='gelu'"),
+    (dict(name='uvgg19', width=0.0), 'config.model.width=0.0'),
+])
+def test_bad_model_config_names_the_key(fields, message):
+  with pytest.raises(ValueError, match=message.replace('.', r'\.')):
+    models.create(ml_collections.ConfigDict(fields), num_classes=7)

@@ -1,0 +1,89 @@
+import grain
+import numpy as np
+
+from configs import demo
+from fer_jax.data import pipeline
+
+
+def _source(n):
+  """Images whose every pixel holds the example's index, labels index % 7."""
+  return grain.MapDataset.source(
+      [{'image': np.full((48, 48, 1), i, np.uint8), 'label': i % 7}
+       for i in range(n)])
+
+
+def _data_config(**overrides):
+  config = demo.get_config().data
+  config.threads = 1
+  config.update(overrides)
+  return config
+
+
+def test_ten_crop_is_four_corners_centre_and_their_mirrors():
+  image = np.arange(6 * 6).reshape(6, 6, 1)
+  crops = pipeline.ten_crop(image, 4)
+  assert crops.shape == (10, 4, 4, 1)
+  np.testing.assert_array_equal(crops[0], image[:4, :4])
+  np.testing.assert_array_equal(crops[3], image[2:, 2:])
+  np.testing.assert_array_equal(crops[4], image[1:5, 1:5])
+  np.testing.assert_array_equal(crops[5:], crops[:5, :, ::-1])
+
+
+def test_cutout_zeroes_a_square_clipped_at_the_border():
+  rng = np.random.default_rng(0)
+  image = np.ones((44, 44, 1), np.uint8)
+  sizes = set()
+  for _ in range(50):
+    out = pipeline.cutout(image, 1, 16, rng)
+    rows, cols = np.nonzero(out[..., 0] == 0)
+    sizes.add((np.ptp(rows) + 1, np.ptp(cols) + 1))
+    assert out[rows.min():rows.max() + 1, cols.min():cols.max() + 1].sum() == 0
+  assert (16, 16) in sizes
+  assert max(max(s) for s in sizes) == 16
+  assert min(min(s) for s in sizes) < 16  # clipped at a border
+  assert image.min() == 1  # the input is left as it was
+
+
+def test_eval_dataset_counts_every_image_once_and_masks_padding():
+  batches = list(pipeline.eval_dataset(_source(10), _data_config(), 4))
+  assert len(batches) == 3
+  images = np.concatenate([b['image'] for b in batches])
+  mask = np.concatenate([b['mask'] for b in batches])
+  assert images.shape == (12, 10, 44, 44, 1)
+  np.testing.assert_array_equal(mask, [True] * 10 + [False] * 2)
+  # Pixel values are the index / 255: each example exactly once, in order.
+  np.testing.assert_allclose(images[:10, 0, 0, 0, 0] * 255, np.arange(10),
+                             atol=1e-4)
+
+
+def test_train_dataset_is_seeded_and_reshuffles_each_epoch():
+  config = _data_config(cutout_holes=0)
+
+  def first_batches(seed, n=2):
+    it = iter(pipeline.train_dataset(_source(8), config, 8, seed))
+    return [next(it) for _ in range(n)]
+
+  a, b = first_batches(0), first_batches(0)
+  np.testing.assert_array_equal(a[0]['image'], b[0]['image'])
+  epoch1 = np.round(a[0]['image'][:, 0, 0, 0] * 255)
+  epoch2 = np.round(a[1]['image'][:, 0, 0, 0] * 255)
+  assert sorted(epoch1) == sorted(epoch2) == list(range(8))
+  assert not np.array_equal(epoch1, epoch2)
+  np.testing.assert_array_equal(a[0]['label'], epoch1.astype(int) % 7)
+  other = first_batches(1)[0]['image'][:, 0, 0, 0]
+  assert not np.array_equal(np.round(other * 255), epoch1)
+
+
+def test_train_transform_crops_flips_and_scales_to_unit_range():
+  config = _data_config(cutout_holes=0)
+  image = np.tile(np.arange(48, dtype=np.uint8)[None, :, None], (48, 1, 1))
+  transform = pipeline.train_transform(config)
+  flips = set()
+  for seed in range(20):
+    out = transform({'image': image, 'label': 3}, np.random.default_rng(seed))
+    assert out['image'].shape == (44, 44, 1)
+    assert out['image'].dtype == np.float32
+    row = np.round(out['image'][0, :, 0] * 255)
+    flips.add(bool(row[0] > row[-1]))
+    assert np.all(np.abs(np.diff(row)) == 1)
+  assert flips == {True, False}

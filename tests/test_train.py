@@ -1,0 +1,180 @@
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from conftest import launch, launch_args, run_env, tiny_config
+from fer_jax import checkpoint
+from fer_jax import train
+
+
+@pytest.fixture(scope='module')
+def reference(data_dir, tmp_path_factory):
+  """An uninterrupted 3-epoch tiny run: (config, workdir, final state, history)."""
+  config = tiny_config(data_dir)
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  state, history = train.train_and_evaluate(config, workdir)
+  return config, workdir, jax.device_get(state.params), history
+
+
+def _train_losses(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    lines = [json.loads(line) for line in f]
+  return {l['step']: l['train/loss'] for l in lines if 'train/loss' in l}
+
+
+def _params(workdir, config):
+  ex = train.Experiment(config)
+  mngr = ex.checkpoints(workdir)
+  state = checkpoint.restore_train(mngr, mngr.latest_step(),
+                                   ex.initial_state(), iter(ex.data.train))[0]
+  return jax.device_get(state.params)
+
+
+def test_step_schedule_decays_after_start_as_the_ancestor_repository():
+  config = tiny_config(None)
+  config.optimizer.lr = 0.01
+  config.schedule.update(name='step', decay_start=80, decay_every=5,
+                         decay_rate=0.9)
+  lr = train.learning_rate_fn(config, steps_per_epoch=10)
+  # mainpro_FER.py: lr * 0.9 ** ((epoch - 80) // 5) once epoch > 80.
+  for epoch, expected in [(0, 0.01), (80, 0.01), (84, 0.01), (85, 0.009),
+                          (90, 0.0081), (249, 0.01 * 0.9 ** 33)]:
+    np.testing.assert_allclose(lr(epoch * 10 + 9), expected, rtol=1e-5)
+
+
+def test_sgd_clips_elementwise_then_adds_coupled_weight_decay():
+  config = tiny_config(None)
+  config.optimizer.update(lr=1.0, momentum=0.0, weight_decay=0.5, clip=0.1)
+  tx = train.create_optimizer(config, optax.constant_schedule(1.0))
+  params = np.array([1.0, -2.0, 4.0])
+  grads = np.array([0.05, -3.0, 0.2])
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(updates, -(np.array([0.05, -0.1, 0.1])
+                                        + 0.5 * params))
+
+
+def test_training_learns_and_reports_every_epoch(reference):
+  config, workdir, _, history = reference
+  assert [h['epoch'] for h in history] == [1, 2, 3]
+  losses = _train_losses(workdir)
+  assert sorted(losses) == list(range(1, 49))
+  assert np.mean([losses[s] for s in range(41, 49)]) < np.mean(
+      [losses[s] for s in range(1, 9)])
+  for split in ('validation', 'test'):
+    confusion = np.array(history[-1]['eval'][split]['confusion'])
+    assert confusion.sum() == 128  # every image counted exactly once
+
+
+def test_evaluating_the_checkpoint_reproduces_the_saved_accuracy(reference):
+  config, workdir, _, history = reference
+  chosen = train.selected(history, config.selection_split)
+  results = train.evaluate(config, workdir)
+  for split in ('validation', 'test'):
+    assert results[split]['accuracy'] == chosen['eval'][split]['accuracy']
+    assert results[split]['confusion'] == chosen['eval'][split]['confusion']
+
+
+def test_four_devices_give_the_one_device_loss_trajectory(data_dir, tmp_path):
+  # Summing over 4 devices rounds differently from one; max pooling then
+  # routes some gradients differently once values are near ties, and training
+  # amplifies that. A small learning rate keeps the growth slow, so the first
+  # steps agree to float precision and the epoch to 1%. (Per-device
+  # BatchNorm statistics, a classic bug, differ by more from step 1 on.)
+  config = tiny_config(data_dir, epochs=1, **{'optimizer.lr': 1e-3})
+  train.train_and_evaluate(config, str(tmp_path / 'one'))
+  launch(config, str(tmp_path / 'four'),
+         XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  one = _train_losses(str(tmp_path / 'one'))
+  four = _train_losses(str(tmp_path / 'four'))
+  assert sorted(four) == sorted(one) == list(range(1, 17))
+  np.testing.assert_allclose([four[s] for s in range(1, 5)],
+                             [one[s] for s in range(1, 5)], rtol=1e-5)
+  np.testing.assert_allclose([four[s] for s in range(1, 17)],
+                             [one[s] for s in range(1, 17)], rtol=1e-2)
+
+
+def test_run_killed_between_saves_resumes_to_the_same_parameters(
+    reference, tmp_path):
+  config, _, params, _ = reference
+  workdir = str(tmp_path)
+  process = subprocess.Popen(launch_args(config, workdir), env=run_env(),
+                             stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  first_save = os.path.join(workdir, 'checkpoints', '16')
+  deadline = time.time() + 240
+  while not os.path.exists(first_save) and process.poll() is None:
+    assert time.time() < deadline
+    time.sleep(0.02)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  killed_at = train.Experiment(config).checkpoints(workdir).latest_step()
+  assert killed_at in (16, 32)  # killed before the end (step 48)
+
+  state, history = train.train_and_evaluate(config, workdir)
+  assert [h['epoch'] for h in history] == [1, 2, 3]
+  assert sorted(_train_losses(workdir)) == list(range(1, 49))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params),
+               params)
+
+
+@pytest.mark.filterwarnings('ignore:divide by zero')
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
+    reference, tmp_path):
+  config, workdir, _, _ = reference
+  workdir = shutil.copytree(workdir, tmp_path / 'run')
+  # A zero std turns every image into inf/nan, so step 49 is the first NaN.
+  bad = tiny_config(config.data.data_dir, epochs=4, **{
+      'data.mean': 0.5, 'data.std': 0.0})
+  with pytest.raises(FloatingPointError, match='at step 49.*step 48'):
+    train.train_and_evaluate(bad, str(workdir))
+  assert train.Experiment(config).checkpoints(str(workdir)).all_steps()[
+      -1] == 48
+
+
+def test_workdir_of_another_model_is_refused(reference):
+  config, workdir, _, _ = reference
+  other = tiny_config(config.data.data_dir, **{'model.name': 'vgg19'})
+  with pytest.raises(ValueError, match="config.model=.*uvgg19.*--workdir"):
+    train.train_and_evaluate(other, workdir)
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('batch_size', 0, 'config.batch_size=0: expected a positive integer'),
+    ('data.crop', -1, 'config.data.crop=-1'),
+    ('data.crop', 50, 'config.data.crop=50: larger than'),
+    ('data.name', 'affectnet', "config.data.name='affectnet'"),
+    ('selection_split', 'train', "config.selection_split='train'"),
+])
+def test_bad_config_value_names_the_key(data_dir, tmp_path, key, value,
+                                        message):
+  with pytest.raises(ValueError, match=message.replace('.', r'\.')):
+    train.train_and_evaluate(tiny_config(data_dir, **{key: value}),
+                             str(tmp_path))
+  assert not os.path.exists(tmp_path / 'checkpoints')
+
+
+def test_fer2013_config_says_how_to_prepare_the_data(data_dir, tmp_path):
+  from configs import uvgg_fer2013  # pylint: disable=g-import-not-at-top
+  config = uvgg_fer2013.get_config()
+  config.data.data_dir = data_dir
+  with pytest.raises(ValueError, match="config.data.name='fer2013'"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_launch_rejects_an_unknown_config_key(tmp_path):
+  args = launch_args(tiny_config(None), str(tmp_path)) + [
+      '--config.optimizer.learning_rate=0.1']
+  result = subprocess.run(args, env=run_env(), capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == (
+      "launch.py: the config has no key \"'learning_rate'\"; check the "
+      '--config.* overrides')
