@@ -1,0 +1,119 @@
+"""Speed of the project's models and train step: python -m fer_jax.bench.
+
+For each model and mode (`train`: the jitted `train.train_step` with the
+paper's SGD; `infer`: the eval forward pass), warms up, then times steps and
+reports the median images/s, XLA's FLOP count per image, the achieved GFLOP/s
+and, for scale, this machine's float32 matmul GFLOP/s.
+
+  python -m fer_jax.bench --models=vgg19,uvgg19 --batch=128 --steps=10
+  python -m fer_jax.bench --json
+"""
+import functools
+import json
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import vgg19_fer2013
+from fer_jax import models
+from fer_jax import train
+
+_MODELS = flags.DEFINE_list('models', ['vgg19', 'uvgg19'], 'Models to time.')
+_MODES = flags.DEFINE_list('modes', ['train', 'infer'], 'train and/or infer.')
+_BATCH = flags.DEFINE_integer('batch', 128, 'Global batch size.')
+_STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps (after warm-up).')
+_WIDTH = flags.DEFINE_float('width', 1.0, 'Channel width multiplier.')
+_JSON = flags.DEFINE_bool('json', False, 'Print a JSON list of records.')
+
+INPUT_SHAPES = {'vgg19': (44, 44, 1), 'uvgg19': (44, 44, 1)}
+
+
+def _median_seconds(fn, steps):
+  jax.block_until_ready(fn())  # warm-up, compilation included
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def matmul_gflops(n=2048, steps=5):
+  """This machine's float32 matmul rate, the yardstick for the others."""
+  a = jnp.ones((n, n), jnp.float32)
+  matmul = jax.jit(lambda a: a @ a)
+  return 2 * n**3 / _median_seconds(lambda: matmul(a), steps) / 1e9
+
+
+def _flops(jitted, *args):
+  cost = jitted.lower(*args).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get('flops', 0.0))
+
+
+def time_model(name, mode, batch, steps, width=1.0):
+  """One benchmark record: images/s, GFLOPs per image, achieved GFLOP/s."""
+  config = vgg19_fer2013.get_config()
+  config.model.name = name
+  config.model.width = width
+  model = models.create(config.model, num_classes=7)
+  shape = INPUT_SHAPES[name]
+  mesh = jax.sharding.Mesh(jax.devices(), ('data',))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  lr_fn = train.learning_rate_fn(config, steps_per_epoch=100)
+  tx = train.create_optimizer(config, lr_fn)
+  state = train.create_train_state(model, tx, shape, jax.random.key(0),
+                                   replicated)
+  rng = np.random.default_rng(0)
+  batch_data = {
+      'image': jnp.asarray(rng.random((batch, *shape), np.float32)),
+      'label': jnp.asarray(rng.integers(0, 7, batch), jnp.int32)}
+  params = sum(x.size for x in jax.tree.leaves(state.params))
+  if mode == 'train':
+    step = jax.jit(functools.partial(train.train_step, model=model, tx=tx,
+                                     lr_fn=lr_fn))
+    key = jax.random.key(1)
+    flops = _flops(step, state, batch_data, key)
+    seconds = _median_seconds(lambda: step(state, batch_data, key), steps)
+  elif mode == 'infer':
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    flops = _flops(forward, variables, batch_data['image'])
+    seconds = _median_seconds(
+        lambda: forward(variables, batch_data['image']), steps)
+  else:
+    raise ValueError(f"mode {mode!r}: expected 'train' or 'infer'")
+  return {
+      'name': f'{name}/{mode}', 'model': name, 'mode': mode, 'batch': batch,
+      'input': 'x'.join(map(str, shape)), 'params': int(params),
+      'width': width, 'img_per_s': batch / seconds,
+      'gflops_per_img': flops / batch / 1e9,
+      'achieved_gflops': flops / seconds / 1e9,
+  }
+
+
+def main(argv):
+  del argv
+  records = [time_model(name, mode, _BATCH.value, _STEPS.value, _WIDTH.value)
+             for name in _MODELS.value for mode in _MODES.value]
+  rate = matmul_gflops()
+  if _JSON.value:
+    print(json.dumps(records + [{'name': 'matmul', 'achieved_gflops': rate}],
+                     indent=1))
+    return
+  print(f'{jax.devices()[0].platform}: {jax.device_count()} device(s); '
+        f'float32 matmul {rate:.0f} GFLOP/s')
+  for r in records:
+    print(f"{r['name']:16s} batch {r['batch']:4d} {r['input']:9s} "
+          f"{r['params']:>11,d} params {r['img_per_s']:8.1f} img/s "
+          f"{r['gflops_per_img']:7.3f} GFLOP/img "
+          f"{r['achieved_gflops']:6.1f} GFLOP/s")
+
+
+if __name__ == '__main__':
+  app.run(main)
