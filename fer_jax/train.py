@@ -333,15 +333,10 @@ def evaluate(config, workdir, step=None):
   if step is None:
     history = checkpoint.restore_run(mngr, latest)['history']
     step = selected(history, config.selection_split)['step']
-  variables = jax.eval_shape(
-      lambda: ex.model.init(jax.random.key(0),
-                            jnp.zeros((1, *ex.data.input_shape))))
-  variables = {'params': variables['params'],
-               'batch_stats': variables.get('batch_stats', {})}
-  variables = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                     sharding=ex.replicated), variables)
-  variables = checkpoint.restore_model(mngr, step, variables)
+  abstract = jax.eval_shape(ex.initial_state)  # shapes and shardings only
+  variables = checkpoint.restore_model(
+      mngr, step, {'params': abstract.params,
+                   'batch_stats': abstract.batch_stats})
   results = ex.evaluate(variables)
   _log(f'checkpoint step {step}: {config.data.eval_crop}-crop accuracy '
        f'{_format(results)}')

@@ -87,3 +87,14 @@ def test_train_transform_crops_flips_and_scales_to_unit_range():
     flips.add(bool(row[0] > row[-1]))
     assert np.all(np.abs(np.diff(row)) == 1)
   assert flips == {True, False}
+
+
+def test_holdout_is_the_head_of_train_and_left_out_of_training(data_dir):
+  builder = pipeline.get_builder('fer_synth/small', data_dir)
+  config = _data_config(holdout=100, train_split='train')
+  train = pipeline.train_split_source(builder, config)
+  holdout = pipeline.eval_split_source(builder, 'holdout', config)
+  assert (len(train), len(holdout)) == (412, 100)
+  train_images = {train[i]['image'].tobytes() for i in range(len(train))}
+  assert not any(holdout[i]['image'].tobytes() in train_images
+                 for i in range(len(holdout)))
