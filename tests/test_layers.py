@@ -1,0 +1,51 @@
+import jax
+import jax.numpy as jnp
+from jax import lax
+import numpy as np
+import pytest
+
+from fer_jax.models import layers
+
+
+def _lax_conv(x, kernel, strides, padding):
+  return lax.conv_general_dilated(x, kernel, strides, padding,
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+@pytest.mark.parametrize('x_shape, kernel_shape, strides, padding', [
+    ((2, 2, 2, 8), (3, 3, 8, 4), (1, 1), 'SAME'),  # shifted matmuls
+    ((2, 4, 4, 6), (1, 1, 6, 5), (1, 1), 'SAME'),  # shifted matmuls, 1x1
+    ((2, 9, 7, 3), (3, 3, 3, 5), (1, 1), 'SAME'),  # XLA forward
+    ((2, 9, 7, 3), (3, 3, 3, 5), (2, 2), 'SAME'),
+    ((2, 9, 7, 3), (5, 3, 3, 5), (2, 1), 'VALID'),
+    ((2, 3, 3, 6), (3, 3, 6, 5), (1, 1), ((2, 0), (1, 1))),
+])
+def test_conv2d_equals_lax_conv_forward_and_both_gradients(
+    x_shape, kernel_shape, strides, padding):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=kernel_shape), jnp.float32)
+  expected = _lax_conv(x, kernel, strides, padding)
+  cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
+
+  def grads(conv):
+    return jax.jit(jax.grad(
+        lambda x, k: jnp.sum(conv(x, k, strides, padding) * cotangent),
+        argnums=(0, 1)))(x, kernel)
+
+  np.testing.assert_allclose(
+      jax.jit(layers.conv2d, static_argnums=(2, 3))(x, kernel, strides,
+                                                    padding),
+      expected, atol=1e-5)
+  for ours, theirs in zip(grads(layers.conv2d), grads(_lax_conv)):
+    np.testing.assert_allclose(ours, theirs, atol=2e-5)
+
+
+def test_cpu_formulation_takes_the_same_parameters_as_xla():
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(3, 2, 2, 4)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(3, 3, 4, 2)), jnp.float32)
+  pads = ((1, 1), (1, 1))
+  np.testing.assert_allclose(layers._cpu_conv(x, kernel, (1, 1), pads),
+                             layers._xla_conv(x, kernel, (1, 1), pads),
+                             atol=1e-5)
