@@ -21,6 +21,7 @@ import numpy as np
 
 from configs import vgg19_fer2013
 from fer_jax import models
+from fer_jax.models import vgg
 from fer_jax import train
 
 _MODELS = flags.DEFINE_list('models', ['vgg19', 'uvgg19'], 'Models to time.')
@@ -29,6 +30,8 @@ _BATCH = flags.DEFINE_integer('batch', 128, 'Global batch size.')
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps (after warm-up).')
 _WIDTH = flags.DEFINE_float('width', 1.0, 'Channel width multiplier.')
 _JSON = flags.DEFINE_bool('json', False, 'Print a JSON list of records.')
+_REFERENCE = flags.DEFINE_bool(
+    'reference', False, 'Also time a PyTorch VGG19-BN (needs torch).')
 
 INPUT_SHAPES = {'vgg19': (44, 44, 1), 'uvgg19': (44, 44, 1)}
 
@@ -97,10 +100,61 @@ def time_model(name, mode, batch, steps, width=1.0):
   }
 
 
+def time_torch_vgg19(mode, batch, steps, width=1.0):
+  """The ancestor repository's VGG19-BN in PyTorch, timed the same way."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from torch import nn as tnn  # pylint: disable=g-import-not-at-top
+  layers, cin = [], 1
+  for convs, c in vgg.STAGES:
+    c = max(1, round(c * width))
+    for _ in range(convs):
+      layers += [tnn.Conv2d(cin, c, 3, padding=1), tnn.BatchNorm2d(c),
+                 tnn.ReLU(inplace=True)]
+      cin = c
+    layers.append(tnn.MaxPool2d(2, 2))
+  model = tnn.Sequential(*layers, tnn.Flatten(), tnn.Dropout(0.5),
+                         tnn.Linear(cin, 7))
+  optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
+                              weight_decay=5e-4)
+  x = torch.rand(batch, 1, 44, 44)
+  y = torch.randint(0, 7, (batch,))
+
+  def train_step():
+    optimizer.zero_grad()
+    tnn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+
+  def infer():
+    with torch.no_grad():
+      model(x)
+
+  model.train(mode == 'train')
+  seconds = _median_seconds(train_step if mode == 'train' else infer, steps)
+  return {'name': f'torch_vgg19/{mode}', 'model': 'torch_vgg19', 'mode': mode,
+          'batch': batch, 'input': '44x44x1', 'width': width,
+          'params': sum(p.numel() for p in model.parameters()),
+          'img_per_s': batch / seconds, 'gflops_per_img': None,
+          'achieved_gflops': None}
+
+
 def main(argv):
   del argv
   records = [time_model(name, mode, _BATCH.value, _STEPS.value, _WIDTH.value)
              for name in _MODELS.value for mode in _MODES.value]
+  if _REFERENCE.value:
+    try:
+      import torch  # pylint: disable=g-import-not-at-top,unused-import
+    except ImportError:
+      print('--reference: torch is not installed; skipped (pip install '
+            'torch==2.13.0).')
+    else:
+      for mode in _MODES.value:
+        ref = time_torch_vgg19(mode, _BATCH.value, _STEPS.value, _WIDTH.value)
+        ours = [r for r in records if r['model'] == 'vgg19' and
+                r['mode'] == mode]
+        if ours:
+          ref['ours_vs_torch'] = ours[0]['img_per_s'] / ref['img_per_s']
+        records.append(ref)
   rate = matmul_gflops()
   if _JSON.value:
     print(json.dumps(records + [{'name': 'matmul', 'achieved_gflops': rate}],
@@ -109,10 +163,14 @@ def main(argv):
   print(f'{jax.devices()[0].platform}: {jax.device_count()} device(s); '
         f'float32 matmul {rate:.0f} GFLOP/s')
   for r in records:
-    print(f"{r['name']:16s} batch {r['batch']:4d} {r['input']:9s} "
-          f"{r['params']:>11,d} params {r['img_per_s']:8.1f} img/s "
-          f"{r['gflops_per_img']:7.3f} GFLOP/img "
-          f"{r['achieved_gflops']:6.1f} GFLOP/s")
+    line = (f"{r['name']:18s} batch {r['batch']:4d} {r['input']:9s} "
+            f"{r['params']:>11,d} params {r['img_per_s']:8.1f} img/s")
+    if r['gflops_per_img'] is not None:
+      line += (f" {r['gflops_per_img']:7.3f} GFLOP/img "
+               f"{r['achieved_gflops']:6.1f} GFLOP/s")
+    if 'ours_vs_torch' in r:
+      line += f"   vgg19 / torch: {r['ours_vs_torch']:.2f}x"
+    print(line)
 
 
 if __name__ == '__main__':

@@ -19,7 +19,8 @@ def conv2d(x, kernel, strides=(1, 1), padding='SAME'):
   convolutions are far from the machine's matmul rate for some shapes (a 3x3
   conv on a 2x2x512 map runs at ~1.5 GFLOP/s, its weight gradient on a
   22x22x128 map 2.6x slower than matmuls), so there each part of the
-  convolution takes the formulation measured fastest (see `_cpu_conv`). The
+  convolution takes the formulation measured fastest (`_cpu_forward`,
+  `_matmul_weight_grad`). The
   parameters are the same on every platform.
   """
   strides, padding = tuple(strides), _pads(x.shape, kernel.shape, strides,
@@ -63,21 +64,40 @@ def _shifted_matmul_conv(x, kernel, strides, padding):
                                          padding).items())
 
 
-def _fast_on_cpu(x, strides, padding, kernel_shape):
-  """Which formulation XLA:CPU runs faster for this map (measured, batch 128).
+def _out_pixels(x_shape, kernel_shape, strides, padding):
+  return (((x_shape[1] + sum(padding[0]) - kernel_shape[0]) // strides[0] + 1)
+          * ((x_shape[2] + sum(padding[1]) - kernel_shape[1]) // strides[1]
+             + 1))
 
-  XLA's own convolution wins on maps of 5x5 and more (44x44x64: 281 ms vs
-  492 ms forward); on smaller maps it collapses (2x2x512: 1163 ms vs 17 ms).
+
+def _cpu_forward(x_shape, kernel_shape, strides, padding):
+  """The faster forward on XLA:CPU for this shape (measured, batch 64-128).
+
+  XLA's convolution wins on maps of 5x5 and more (44x44x64: 281 ms vs 492 ms
+  at batch 128) but collapses on smaller ones (2x2x512: 1163 ms vs 17 ms) and
+  on a few input channels (44x44x1 -> 64: 49 ms vs 27 ms).
   """
-  out_h = (x.shape[1] + sum(padding[0]) - kernel_shape[0]) // strides[0] + 1
-  out_w = (x.shape[2] + sum(padding[1]) - kernel_shape[1]) // strides[1] + 1
-  return _shifted_matmul_conv if out_h * out_w <= 16 else _xla_conv
+  if (_out_pixels(x_shape, kernel_shape, strides, padding) <= 16
+      or kernel_shape[2] < 8):
+    return _shifted_matmul_conv
+  return _xla_conv
+
+
+def _matmul_weight_grad(x_shape, kernel_shape, strides, padding):
+  """Whether per-tap matrix products beat XLA's weight gradient here.
+
+  They do on large maps with many output channels (22x22, 64 -> 128: 268 ms
+  vs 504 ms; 128 -> 128: 369 ms vs 957 ms, batch 128); elsewhere they tie or
+  lose, by up to 5x on narrow layers (44x44, 8 -> 8: 32 ms vs 6 ms).
+  """
+  return (_out_pixels(x_shape, kernel_shape, strides, padding) >= 256
+          and kernel_shape[3] >= 128)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _cpu_conv(x, kernel, strides, padding):
-  return _fast_on_cpu(x, strides, padding, kernel.shape)(x, kernel, strides,
-                                                         padding)
+  conv = _cpu_forward(x.shape, kernel.shape, strides, padding)
+  return conv(x, kernel, strides, padding)
 
 
 def _cpu_conv_fwd(x, kernel, strides, padding):
@@ -87,10 +107,11 @@ def _cpu_conv_fwd(x, kernel, strides, padding):
 def _cpu_conv_bwd(strides, padding, residuals, grad):
   x, kernel = residuals
   # Input gradient: the transpose of whichever forward is fast at this size.
-  conv = _fast_on_cpu(x, strides, padding, kernel.shape)
+  conv = _cpu_forward(x.shape, kernel.shape, strides, padding)
+  if not _matmul_weight_grad(x.shape, kernel.shape, strides, padding):
+    _, vjp = jax.vjp(lambda x, k: conv(x, k, strides, padding), x, kernel)
+    return vjp(grad)
   _, input_vjp = jax.vjp(lambda x: conv(x, kernel, strides, padding), x)
-  # Weight gradient: one matrix product per tap, 1.1-2.6x faster than XLA's
-  # convolution-shaped weight gradient on every VGG layer measured.
   taps = _taps(x, kernel.shape, strides, padding)
   kernel_grad = jnp.stack([
       jnp.einsum('bhwc,bhwd->cd', taps[i, j], grad)
