@@ -3,9 +3,12 @@
 For each model and mode (`train`: the jitted `train.train_step` with the
 paper's SGD; `infer`: the eval forward pass), warms up, then times steps and
 reports the median images/s, XLA's FLOP count per image, the achieved GFLOP/s
-and, for scale, this machine's float32 matmul GFLOP/s.
+and, for scale, this machine's float32 matmul GFLOP/s. Mode `input` times the
+training iterator of `--data` with the paper's augmentations (crop 44, flip,
+Cutout) for each of `--workers`, to compare with the train step's images/s.
 
   python -m fer_jax.bench --models=vgg19,uvgg19 --batch=128 --steps=10
+  python -m fer_jax.bench --modes=input --data=fer2013 --workers=0,1,2
   python -m fer_jax.bench --json
 """
 import functools
@@ -21,15 +24,24 @@ import numpy as np
 
 from configs import vgg19_fer2013
 from fer_jax import models
+from fer_jax.data import pipeline
 from fer_jax.models import vgg
 from fer_jax import train
 
 _MODELS = flags.DEFINE_list('models', ['vgg19', 'uvgg19'], 'Models to time.')
-_MODES = flags.DEFINE_list('modes', ['train', 'infer'], 'train and/or infer.')
+_MODES = flags.DEFINE_list('modes', ['train', 'infer', 'input'],
+                           'train, infer and/or input.')
 _BATCH = flags.DEFINE_integer('batch', 128, 'Global batch size.')
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps (after warm-up).')
 _WIDTH = flags.DEFINE_float('width', 1.0, 'Channel width multiplier.')
 _JSON = flags.DEFINE_bool('json', False, 'Print a JSON list of records.')
+_DATA = flags.DEFINE_string('data', 'fer_synth',
+                            'Dataset whose training iterator --modes=input '
+                            'times.')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir of --data.')
+_WORKERS = flags.DEFINE_list('workers', ['0', '2'],
+                             'grain worker processes to time --modes=input '
+                             'with.')
 _REFERENCE = flags.DEFINE_bool(
     'reference', False, 'Also time a PyTorch VGG19-BN (needs torch).')
 
@@ -100,6 +112,23 @@ def time_model(name, mode, batch, steps, width=1.0):
   }
 
 
+def time_pipeline(dataset, workers, batch, steps, data_dir=None):
+  """Images/s the training iterator delivers with the paper's augmentations."""
+  config = vgg19_fer2013.get_config().data
+  config.name, config.data_dir, config.workers = dataset, data_dir, workers
+  iterator = iter(pipeline.load(config, batch, batch, seed=0).train)
+  next(iterator)  # warm-up: starts the workers and fills the prefetch buffer
+  start = time.perf_counter()
+  for _ in range(steps):
+    next(iterator)
+  seconds = time.perf_counter() - start
+  return {'name': f'input/{dataset}/workers={workers}', 'model': None,
+          'mode': 'input', 'batch': batch,
+          'input': 'x'.join(map(str, INPUT_SHAPES['vgg19'])), 'params': None,
+          'workers': workers, 'img_per_s': steps * batch / seconds,
+          'gflops_per_img': None, 'achieved_gflops': None}
+
+
 def time_torch_vgg19(mode, batch, steps, width=1.0):
   """The ancestor repository's VGG19-BN in PyTorch, timed the same way."""
   import torch  # pylint: disable=g-import-not-at-top
@@ -140,7 +169,13 @@ def time_torch_vgg19(mode, batch, steps, width=1.0):
 def main(argv):
   del argv
   records = [time_model(name, mode, _BATCH.value, _STEPS.value, _WIDTH.value)
-             for name in _MODELS.value for mode in _MODES.value]
+             for name in _MODELS.value for mode in _MODES.value
+             if mode != 'input']
+  if 'input' in _MODES.value:
+    # Throughput over many batches: per-batch times only show the buffer.
+    records += [time_pipeline(_DATA.value, int(workers), _BATCH.value,
+                              max(20, _STEPS.value), _DATA_DIR.value)
+                for workers in _WORKERS.value]
   if _REFERENCE.value:
     try:
       import torch  # pylint: disable=g-import-not-at-top,unused-import
@@ -148,7 +183,7 @@ def main(argv):
       print('--reference: torch is not installed; skipped (pip install '
             'torch==2.13.0).')
     else:
-      for mode in _MODES.value:
+      for mode in [m for m in _MODES.value if m != 'input']:
         ref = time_torch_vgg19(mode, _BATCH.value, _STEPS.value, _WIDTH.value)
         ours = [r for r in records if r['model'] == 'vgg19' and
                 r['mode'] == mode]
@@ -163,8 +198,9 @@ def main(argv):
   print(f'{jax.devices()[0].platform}: {jax.device_count()} device(s); '
         f'float32 matmul {rate:.0f} GFLOP/s')
   for r in records:
+    params = '' if r['params'] is None else f"{r['params']:>11,d} params"
     line = (f"{r['name']:18s} batch {r['batch']:4d} {r['input']:9s} "
-            f"{r['params']:>11,d} params {r['img_per_s']:8.1f} img/s")
+            f"{params:18s} {r['img_per_s']:8.1f} img/s")
     if r['gflops_per_img'] is not None:
       line += (f" {r['gflops_per_img']:7.3f} GFLOP/img "
                f"{r['achieved_gflops']:6.1f} GFLOP/s")

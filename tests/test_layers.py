@@ -16,7 +16,7 @@ def _lax_conv(x, kernel, strides, padding):
     ((2, 2, 2, 8), (3, 3, 8, 4), (1, 1), 'SAME'),  # shifted matmuls
     ((2, 4, 4, 6), (1, 1, 6, 5), (1, 1), 'SAME'),  # shifted matmuls, 1x1
     ((2, 9, 7, 3), (3, 3, 3, 5), (1, 1), 'SAME'),  # XLA forward
-    ((1, 16, 16, 8), (3, 3, 8, 128), (1, 1), 'SAME'),  # matmul weight grad
+    ((2, 16, 16, 64), (3, 3, 64, 128), (1, 1), 'SAME'),  # im2col chunks
     ((2, 9, 7, 3), (3, 3, 3, 5), (2, 2), 'SAME'),
     ((2, 9, 7, 3), (5, 3, 3, 5), (2, 1), 'VALID'),
     ((2, 3, 3, 6), (3, 3, 6, 5), (1, 1), ((2, 0), (1, 1))),
@@ -39,7 +39,27 @@ def test_conv2d_equals_lax_conv_forward_and_both_gradients(
                                                     padding),
       expected, atol=1e-5)
   for ours, theirs in zip(grads(layers.conv2d), grads(_lax_conv)):
-    np.testing.assert_allclose(ours, theirs, atol=2e-5)
+    # Sums of up to 768 products of magnitude ~30: float32 rounding.
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize('batch, chunk_images', [(6, 4), (5, 2), (4, 1)])
+def test_weight_gradient_in_batch_chunks_equals_lax(monkeypatch, batch,
+                                                    chunk_images):
+  # A chunk budget of `chunk_images` images: 6 images in chunks of at most
+  # 4 give chunks of 3; a prime batch falls back to one image per chunk.
+  x_shape, kernel_shape = (batch, 5, 6, 3), (3, 3, 3, 4)
+  monkeypatch.setattr(layers, '_CHUNK_BYTES', chunk_images * 27 * 30 * 4)
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=kernel_shape), jnp.float32)
+  cotangent = jnp.asarray(rng.normal(size=(batch, 5, 6, 4)), jnp.float32)
+  pads = ((1, 1), (1, 1))
+
+  _, vjp = jax.vjp(lambda k: _lax_conv(x, k, (1, 1), pads), kernel)
+  np.testing.assert_allclose(
+      layers._weight_grad(x, cotangent, kernel_shape, (1, 1), pads),
+      vjp(cotangent)[0], rtol=1e-5, atol=1e-5)
 
 
 def test_cpu_formulation_takes_the_same_parameters_as_xla():

@@ -17,11 +17,12 @@ def conv2d(x, kernel, strides=(1, 1), padding='SAME'):
 
   On GPU and TPU this is `lax.conv_general_dilated`. On CPU, XLA's
   convolutions are far from the machine's matmul rate for some shapes (a 3x3
-  conv on a 2x2x512 map runs at ~1.5 GFLOP/s, its weight gradient on a
-  22x22x128 map 2.6x slower than matmuls), so there each part of the
-  convolution takes the formulation measured fastest (`_cpu_forward`,
-  `_matmul_weight_grad`). The
-  parameters are the same on every platform.
+  conv on a 2x2x512 map runs at ~1.5 GFLOP/s, the weight gradient on a
+  22x22x128 map at ~19 GFLOP/s), so there the forward pass takes the
+  formulation measured fastest for its shape (`_cpu_forward`), the input
+  gradient is computed as a forward convolution and the weight gradient as
+  cache-sized im2col matmuls (`_weight_grad`). The parameters are the same on
+  every platform.
   """
   strides, padding = tuple(strides), _pads(x.shape, kernel.shape, strides,
                                            padding)
@@ -83,15 +84,62 @@ def _cpu_forward(x_shape, kernel_shape, strides, padding):
   return _xla_conv
 
 
-def _matmul_weight_grad(x_shape, kernel_shape, strides, padding):
-  """Whether per-tap matrix products beat XLA's weight gradient here.
+# Weight-gradient chunks of about this many bytes of im2col columns: big
+# enough for full-speed matmuls, small enough to stay in a 32 MB L3 cache
+# (44x44, 64 -> 64 at batch 128: 391 ms in chunks of 4 images, 563 ms in one
+# piece, 756 ms by XLA; 22x22, 128 -> 128: 181 ms vs 282 ms vs 975 ms).
+_CHUNK_BYTES = 20 << 20
 
-  They do on large maps with many output channels (22x22, 64 -> 128: 268 ms
-  vs 504 ms; 128 -> 128: 369 ms vs 957 ms, batch 128); elsewhere they tie or
-  lose, by up to 5x on narrow layers (44x44, 8 -> 8: 32 ms vs 6 ms).
+
+def _chunked_weight_grad(x_shape, kernel_shape, strides, padding):
+  """Whether im2col chunks beat XLA's own weight gradient for this shape.
+
+  They do from about 16M multiply-adds per image (5x5, 256 -> 512: 50 ms vs
+  62 ms at batch 128); below, on narrow layers, XLA's is up to 4x faster
+  (44x44, 8 -> 8: 6 ms vs 24 ms at batch 64).
   """
-  return (_out_pixels(x_shape, kernel_shape, strides, padding) >= 256
-          and kernel_shape[3] >= 128)
+  macs = (_out_pixels(x_shape, kernel_shape, strides, padding)
+          * kernel_shape[0] * kernel_shape[1] * kernel_shape[2]
+          * kernel_shape[3])
+  return macs >= 16e6
+
+
+def _weight_grad(x, grad, kernel_shape, strides, padding):
+  """The kernel gradient as im2col matmuls over chunks of the batch."""
+  taps_per_image = kernel_shape[0] * kernel_shape[1] * kernel_shape[2]
+  image_bytes = taps_per_image * grad.shape[1] * grad.shape[2] * 4
+  limit = max(1, _CHUNK_BYTES // image_bytes)
+  chunk = max(n for n in range(1, min(limit, x.shape[0]) + 1)
+              if x.shape[0] % n == 0)
+
+  def accumulate(total, chunk_of):
+    x, grad = chunk_of
+    columns = jnp.concatenate(
+        list(_taps(x, kernel_shape, strides, padding).values()), axis=-1)
+    # Transpose the gradient, not the 9x wider columns, for the matmul.
+    grad_t = grad.reshape(-1, grad.shape[-1]).T
+    return total + grad_t @ columns.reshape(-1, columns.shape[-1]), None
+
+  split = lambda a: a.reshape(a.shape[0] // chunk, chunk, *a.shape[1:])
+  total, _ = lax.scan(
+      accumulate, jnp.zeros((kernel_shape[3], taps_per_image), grad.dtype),
+      (split(x), split(grad)))
+  return total.T.reshape(kernel_shape)
+
+
+def _input_grad(x_shape, kernel, grad, strides, padding):
+  """The input gradient; for stride 1, itself a (fast) forward convolution."""
+  kh, kw = kernel.shape[:2]
+  pads = ((kh - 1 - padding[0][0], kh - 1 - padding[0][1]),
+          (kw - 1 - padding[1][0], kw - 1 - padding[1][1]))
+  if strides != (1, 1) or min(min(p) for p in pads) < 0:
+    conv = _cpu_forward(x_shape, kernel.shape, strides, padding)
+    _, vjp = jax.vjp(lambda x: conv(x, kernel, strides, padding),
+                     jnp.zeros(x_shape, grad.dtype))
+    return vjp(grad)[0]
+  flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
+  conv = _cpu_forward(grad.shape, flipped.shape, strides, pads)
+  return conv(grad, flipped, strides, pads)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -106,18 +154,13 @@ def _cpu_conv_fwd(x, kernel, strides, padding):
 
 def _cpu_conv_bwd(strides, padding, residuals, grad):
   x, kernel = residuals
-  # Input gradient: the transpose of whichever forward is fast at this size.
-  conv = _cpu_forward(x.shape, kernel.shape, strides, padding)
-  if not _matmul_weight_grad(x.shape, kernel.shape, strides, padding):
-    _, vjp = jax.vjp(lambda x, k: conv(x, k, strides, padding), x, kernel)
-    return vjp(grad)
-  _, input_vjp = jax.vjp(lambda x: conv(x, kernel, strides, padding), x)
-  taps = _taps(x, kernel.shape, strides, padding)
-  kernel_grad = jnp.stack([
-      jnp.einsum('bhwc,bhwd->cd', taps[i, j], grad)
-      for i in range(kernel.shape[0]) for j in range(kernel.shape[1])
-  ]).reshape(kernel.shape)
-  return input_vjp(grad)[0], kernel_grad
+  if _chunked_weight_grad(x.shape, kernel.shape, strides, padding):
+    kernel_grad = _weight_grad(x, grad, kernel.shape, strides, padding)
+  else:
+    conv = _cpu_forward(x.shape, kernel.shape, strides, padding)
+    _, vjp = jax.vjp(lambda k: conv(x, k, strides, padding), kernel)
+    kernel_grad, = vjp(grad)
+  return _input_grad(x.shape, kernel, grad, strides, padding), kernel_grad
 
 
 _cpu_conv.defvjp(_cpu_conv_fwd, _cpu_conv_bwd)
@@ -169,6 +212,22 @@ class SqueezeExcite(nn.Module):
 
 
 ACTIVATIONS = {'relu': nn.relu, 'mish': mish}
+
+
+def max_pool(x, size):
+  """Max pool over non-overlapping size x size windows (VALID, floor).
+
+  The same as `nn.max_pool(x, (size, size), (size, size))` but written as
+  elementwise maxima of strided slices: XLA:CPU lowers the reduce-window's
+  gradient to index arrays and a scatter (0.56 s of a 7 s VGG19 step at batch
+  128), and a reshape-and-max to a slow reduction (0.24 s for the first
+  pool), while `maximum`'s gradient is elementwise. (Among exact ties the
+  gradient is shared, not given to one element; after ReLU such ties are
+  zeros, whose gradient is zero either way.)
+  """
+  h, w = x.shape[1] // size * size, x.shape[2] // size * size
+  return functools.reduce(jnp.maximum, [
+      x[:, i:h:size, j:w:size] for i in range(size) for j in range(size)])
 
 
 def centre_crop(x, height, width):

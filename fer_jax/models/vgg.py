@@ -78,7 +78,7 @@ class VGG(nn.Module):
         x = self.fuse(outputs[0], x, x.shape[-1])
       for _ in range(convs):
         x = self.conv_block(x, self.channels(c), train)
-      x = nn.max_pool(x, (2, 2), (2, 2))
+      x = layers.max_pool(x, 2)
       outputs.append(x)
 
     if self.head == 'dense':
