@@ -11,16 +11,20 @@ import grain
 import jax
 import numpy as np
 
+from fer_jax.data import ckplus
+from fer_jax.data import fer2013
 from fer_jax.data import fer_synth
+from fer_jax.data import rafdb
 
 # Builders that need files the user downloads (FER2013, CK+, RAF-DB) are
 # prepared once with `python -m fer_jax.data.prepare`; fer_synth is drawn on
 # the fly, so it is built here on first use.
-BUILDERS = {'fer_synth': fer_synth.FerSynth}
+BUILDERS = {'fer_synth': fer_synth.FerSynth, 'fer2013': fer2013.Fer2013,
+            'ckplus': ckplus.Ckplus, 'rafdb': rafdb.Rafdb}
 EMBEDDED = ('fer_synth',)
 
 
-def _builder(name, data_dir):
+def _builder(name, data_dir, **kwargs):
   """`name` is a dataset, or `dataset/config` as in tfds.load."""
   dataset, _, builder_config = name.partition('/')
   if dataset not in BUILDERS:
@@ -33,7 +37,14 @@ def _builder(name, data_dir):
                      f'configurations {names}')
   return BUILDERS[dataset](config=builder_config or None,
                            data_dir=data_dir or None,
-                           file_format='array_record')
+                           file_format='array_record', **kwargs)
+
+
+def manual_builder(name, data_dir=None, skip_bad_images=False):
+  """The builder `prepare` runs: with the bad-image policy if it reads files."""
+  if name.partition('/')[0] in EMBEDDED:
+    return _builder(name, data_dir)
+  return _builder(name, data_dir, skip_bad_images=skip_bad_images)
 
 
 def get_builder(name, data_dir=None):
@@ -134,8 +145,40 @@ def eval_transform(data_config):
   return transform
 
 
+class _Subset:
+  """The records of `source` at `indices`, as a random-access source."""
+
+  def __init__(self, source, indices):
+    self.source, self.indices = source, np.asarray(indices)
+
+  def __len__(self):
+    return len(self.indices)
+
+  def __getitem__(self, i):
+    return self.source[int(self.indices[i])]
+
+
+def _fold_split(builder, split, data_config):
+  """CK+'s 'train' or 'test' of config.data.fold under config.data.protocol."""
+  if split not in ('train', 'test'):
+    raise ValueError(f"split {split!r} of 'ckplus': expected 'train' or "
+                     "'test' (of config.data.fold)")
+  source = builder.as_data_source(split='images')
+  records = [source[i] for i in range(len(source))]
+  order = np.argsort([r['index'] for r in records])  # the protocol's order
+  test = ckplus.test_indices(
+      data_config.protocol, data_config.fold,
+      [records[i]['label'] for i in order],
+      [records[i]['subject'] for i in order])
+  positions = (test if split == 'test'
+               else np.setdiff1d(np.arange(len(order)), test))
+  return grain.MapDataset.source(_Subset(source, order[positions]))
+
+
 def train_split_source(builder, data_config):
   """The training split, minus the held-out slice when one is configured."""
+  if builder.name == 'ckplus':
+    return _fold_split(builder, data_config.train_split, data_config)
   source = grain.MapDataset.source(
       builder.as_data_source(split=data_config.train_split))
   return source[data_config.holdout:] if data_config.holdout else source
@@ -143,6 +186,8 @@ def train_split_source(builder, data_config):
 
 def eval_split_source(builder, split, data_config):
   """An eval split by name; 'holdout' is the head of the training split."""
+  if builder.name == 'ckplus':
+    return _fold_split(builder, split, data_config)
   if split == 'holdout':
     if not data_config.holdout:
       raise ValueError("eval split 'holdout' needs config.data.holdout > 0")

@@ -1,0 +1,91 @@
+"""Reading the images and label files of hand-downloaded datasets.
+
+Every error names the file and what was expected. With `skip_bad=True` an
+unreadable, truncated or wrongly sized image is left out instead; the builders
+count it in the dataset info (`metadata['skipped']`).
+"""
+import os
+
+import numpy as np
+from PIL import Image
+
+
+class BadInputError(ValueError):
+  """A file of a manual download that does not hold what was expected."""
+
+
+def read_image(path, shape):
+  """The image at `path` as uint8 of `shape` (H, W, 1 for grey, 3 for RGB)."""
+  mode = {1: 'L', 3: 'RGB'}[shape[2]]
+  try:
+    with Image.open(path) as image:
+      image.load()  # decodes now, so a truncated file fails here
+      array = np.asarray(image.convert(mode), np.uint8)
+  except (OSError, ValueError, Image.DecompressionBombError) as e:
+    raise BadInputError(f'{path}: not a readable image ({e})') from None
+  array = array.reshape(*array.shape[:2], shape[2])
+  if array.shape != tuple(shape):
+    raise BadInputError(f'{path}: image is {array.shape[1]}x{array.shape[0]}'
+                        f', expected {shape[1]}x{shape[0]}')
+  return array
+
+
+class ImageReader:
+  """`read_image` that, when `skip_bad`, reports and returns None instead."""
+
+  def __init__(self, shape, skip_bad=False):
+    self.shape, self.skip_bad = tuple(shape), skip_bad
+
+  def __call__(self, path):
+    try:
+      return read_image(path, self.shape)
+    except BadInputError as e:
+      if not self.skip_bad:
+        raise
+      print(f'skipped {e}')
+      return None
+
+
+def check_label(label, num_classes, where):
+  if not 0 <= label < num_classes:
+    raise BadInputError(f'{where}: label {label} outside 0..{num_classes - 1}')
+  return label
+
+
+def check_unique(keys_and_paths):
+  """Raises on the first key (file name) that occurs twice."""
+  seen = {}
+  for key, path in keys_and_paths:
+    if key in seen:
+      raise BadInputError(f'duplicate key {key!r}: {seen[key]} and {path}')
+    seen[key] = path
+
+
+def require_dir(path, what):
+  if not os.path.isdir(path):
+    raise BadInputError(f'{path}: not a directory; expected {what}')
+  return path
+
+
+def start_counts(metadata):
+  """Per-split class counts and skipped files, kept in the dataset info."""
+  metadata['class_counts'], metadata['skipped'] = {}, {}
+
+
+def count(metadata, split, label, num_classes):
+  metadata['class_counts'].setdefault(split, [0] * num_classes)[label] += 1
+
+
+def examples(builder, split, rows):
+  """Yields (key, example) for rows of (key, image file or array, fields),
+  fields holding 'label' and any other features; counts classes and skipped
+  files in `builder.info.metadata` (see `start_counts`)."""
+  metadata = builder.info.metadata
+  num_classes = builder.info.features['label'].num_classes
+  for key, path, fields in rows:
+    image = path if isinstance(path, np.ndarray) else builder.reader(path)
+    if image is None:
+      metadata['skipped'][split] = metadata['skipped'].get(split, 0) + 1
+      continue
+    count(metadata, split, fields['label'], num_classes)
+    yield key, {'image': image, **fields}
