@@ -45,6 +45,9 @@ def get_config():
   config.data.eval_crop = 'ten'  # ten | centre
   config.data.mean = config_dict.placeholder(float)  # None: images in [0, 1]
   config.data.std = config_dict.placeholder(float)
+  # 'inverse_frequency' weights each image's loss by N / (K n_class); the
+  # papers train unweighted.
+  config.data.class_weights = 'none'
   config.data.workers = 0  # grain worker processes; 0 reads in-process
   config.data.threads = 4
 

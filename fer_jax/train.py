@@ -83,8 +83,12 @@ def create_train_state(model, tx, input_shape, rng, sharding):
                                                   abstract))(rng)
 
 
-def train_step(state, batch, rng, *, model, tx, lr_fn):
-  """One SGD step on a global batch; returns the new state and scalars."""
+def train_step(state, batch, rng, *, model, tx, lr_fn, class_weights=None):
+  """One SGD step on a global batch; returns the new state and scalars.
+
+  `class_weights` (one per class, or None) weight each image's loss by its
+  label's weight.
+  """
   rng = jax.random.fold_in(rng, state.step)
 
   def loss_fn(params):
@@ -92,8 +96,10 @@ def train_step(state, batch, rng, *, model, tx, lr_fn):
         {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
         train=True, rngs={'dropout': rng}, mutable=['batch_stats'])
     loss = optax.softmax_cross_entropy_with_integer_labels(
-        logits, batch['label']).mean()
-    return loss, (logits, updates.get('batch_stats', {}))
+        logits, batch['label'])
+    if class_weights is not None:
+      loss = loss * jnp.asarray(class_weights)[batch['label']]
+    return loss.mean(), (logits, updates.get('batch_stats', {}))
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
@@ -269,7 +275,8 @@ def train_and_evaluate(config, workdir):
   start = start or 0
   writer = metrics_lib.MetricWriter(workdir, resume_step=start)
   step_fn = jax.jit(
-      functools.partial(train_step, model=ex.model, tx=ex.tx, lr_fn=ex.lr_fn),
+      functools.partial(train_step, model=ex.model, tx=ex.tx, lr_fn=ex.lr_fn,
+                        class_weights=ex.data.class_weights),
       donate_argnums=0)
   rng = jax.random.key(config.seed + 1)
   pending = []  # (step, device metrics) not yet fetched

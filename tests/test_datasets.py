@@ -171,17 +171,29 @@ def test_fer2013_bad_input(tmp_path, make, message):
 
 
 def test_duplicate_key_and_missing_label_file(tmp_path):
+  raf = fixtures.write_rafdb_official(str(tmp_path / 'raf'))
+  labels = os.path.join(raf, 'EmoLabel', 'list_patition_label.txt')
+  with open(labels, 'a') as f:
+    f.write('train_00002.jpg 4\n')
+  with pytest.raises(images.BadInputError,
+                     match="duplicate key 'train_00002.jpg'"):
+    prepare.prepare('rafdb', raf, str(tmp_path / 'tfds'))
+  os.remove(labels)
+  with pytest.raises(images.BadInputError,
+                     match='list_patition_label.txt: missing label file'):
+    prepare.prepare('rafdb', raf, str(tmp_path / 'tfds'))
+
+
+def test_fer2013_same_name_in_two_classes_is_two_images(tmp_path):
+  # As in the real Kaggle release (train/neutral and train/surprise both
+  # hold a different Training_52789098.jpg).
   raw = fixtures.write_fer2013_folders(str(tmp_path / 'fer'))
   name = sorted(os.listdir(os.path.join(raw, 'train', 'happy')))[0]
   fixtures.write_image(os.path.join(raw, 'train', 'sad', name), 4,
                        (48, 48, 1))
-  with pytest.raises(images.BadInputError, match=f"duplicate key '{name}'"):
-    prepare.prepare('fer2013', raw, str(tmp_path / 'tfds'))
-  raf = fixtures.write_rafdb_official(str(tmp_path / 'raf'))
-  os.remove(os.path.join(raf, 'EmoLabel', 'list_patition_label.txt'))
-  with pytest.raises(images.BadInputError,
-                     match='list_patition_label.txt: missing label file'):
-    prepare.prepare('rafdb', raf, str(tmp_path / 'tfds'))
+  builder = prepare.prepare('fer2013', raw, str(tmp_path / 'tfds'))
+  assert builder.info.splits['train'].num_examples == 18
+  _check_levels(builder, 'train')
 
 
 def test_prepare_cli_one_line_error(tmp_path):

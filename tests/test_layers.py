@@ -70,3 +70,43 @@ def test_cpu_formulation_takes_the_same_parameters_as_xla():
   np.testing.assert_allclose(layers._cpu_conv(x, kernel, (1, 1), pads),
                              layers._xla_conv(x, kernel, (1, 1), pads),
                              atol=1e-5)
+
+
+@pytest.mark.parametrize('x_shape, kernel, strides, padding', [
+    ((2, 9, 8, 6), 3, (1, 1), 'SAME'),
+    ((2, 9, 8, 6), 5, (2, 2), 'SAME'),  # TensorFlow's: one more at the end
+    ((2, 8, 8, 4), 3, (2, 2), ((1, 1), (1, 1))),  # PyTorch's k // 2
+])
+def test_depthwise_conv_equals_grouped_lax_conv_and_gradients(
+    x_shape, kernel, strides, padding):
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(kernel, kernel, 1, x_shape[-1])),
+                  jnp.float32)
+
+  def lax_depthwise(x, k):
+    return lax.conv_general_dilated(
+        x, k, strides, padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+        feature_group_count=x.shape[-1])
+
+  def ours(x, k):
+    return layers.depthwise_conv2d(x, k, strides, padding)
+
+  expected = lax_depthwise(x, k)
+  np.testing.assert_allclose(jax.jit(ours)(x, k), expected, atol=1e-5)
+  cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
+  grads = [jax.grad(lambda x, k: jnp.sum(f(x, k) * cotangent),
+                    argnums=(0, 1))(x, k) for f in (ours, lax_depthwise)]
+  for a, b in zip(*grads):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize('window, stride, padding', [(2, 2, 0), (3, 2, 1)])
+def test_max_pool_equals_flax_with_odd_sizes(window, stride, padding):
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 11, 9, 3)),
+                  jnp.float32)
+  expected = nn.max_pool(x, (window, window), (stride, stride),
+                         ((padding, padding), (padding, padding)))
+  np.testing.assert_array_equal(layers.max_pool(x, window, stride, padding),
+                                expected)

@@ -155,6 +155,7 @@ def test_workdir_of_another_model_is_refused(reference):
     ('data.crop', 50, 'config.data.crop=50: larger than'),
     ('data.name', 'affectnet', "config.data.name='affectnet'"),
     ('selection_split', 'train', "config.selection_split='train'"),
+    ('data.class_weights', 'balanced', "config.data.class_weights='balanced'"),
 ])
 def test_bad_config_value_names_the_key(data_dir, tmp_path, key, value,
                                         message):
@@ -168,8 +169,44 @@ def test_fer2013_config_says_how_to_prepare_the_data(data_dir, tmp_path):
   from configs import uvgg_fer2013  # pylint: disable=g-import-not-at-top
   config = uvgg_fer2013.get_config()
   config.data.data_dir = data_dir
-  with pytest.raises(ValueError, match="config.data.name='fer2013'"):
+  with pytest.raises(FileNotFoundError, match=(
+      'run python -m fer_jax.data.prepare --dataset=fer2013 '
+      '--manual_dir=PATH')):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_class_weights_weight_each_image_loss_by_its_class():
+  from fer_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
+  source = [{'label': label} for label in (0, 0, 0, 1)]
+  weights = pipeline.class_weights(source, 2, 'inverse_frequency')
+  np.testing.assert_allclose(weights, [4 / 6, 2])  # N / (K n_c)
+  with pytest.raises(ValueError, match=r'classes \[2\] have no training'):
+    pipeline.class_weights(source, 3, 'inverse_frequency')
+
+  class Linear(nn.Module):
+    @nn.compact
+    def __call__(self, x, train):
+      del train
+      return nn.Dense(2)(x.reshape(x.shape[0], -1))
+
+  model, tx = Linear(), optax.sgd(0.1)
+  batch = {'image': np.random.default_rng(0).normal(size=(4, 3, 3, 1)),
+           'label': np.array([0, 0, 0, 1])}
+  variables = model.init(jax.random.key(0), batch['image'], train=False)
+  state = train.TrainState(step=0, params=variables['params'],
+                           batch_stats={}, opt_state=tx.init(
+                               variables['params']))
+  logits = model.apply(variables, batch['image'], train=False)
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits,
+                                                           batch['label'])
+  _, metrics = train.train_step(state, batch, jax.random.key(1), model=model,
+                                tx=tx, lr_fn=lambda step: 0.1,
+                                class_weights=weights)
+  np.testing.assert_allclose(metrics['loss'],
+                             np.mean(losses * weights[batch['label']]),
+                             rtol=1e-6)
 
 
 def test_launch_rejects_an_unknown_config_key(tmp_path):

@@ -80,10 +80,10 @@ def _folder_files(manual_dir):
           raise images.BadInputError(
               f'{path}: expected a name starting with '
               f'{" or ".join(p + "_" for p in prefixes)}')
+        # Keyed by class folder too: the Kaggle release has different
+        # images under one name in two classes (Training_52789098.jpg).
         files[SPLITS[prefix]].append(
-            (file, path, {'label': CLASS_NAMES.index(name)}))
-  images.check_unique(
-      (key, path) for rows in files.values() for key, path, _ in rows)
+            (f'{name}/{file}', path, {'label': CLASS_NAMES.index(name)}))
   for prefix, split in SPLITS.items():
     if not files[split]:
       raise images.BadInputError(

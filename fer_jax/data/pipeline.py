@@ -248,6 +248,29 @@ class Data:
   train_size: int  # examples per epoch, all processes together
   class_names: tuple[str, ...]
   input_shape: tuple[int, int, int]  # after cropping
+  class_weights: np.ndarray | None  # per class, for the loss; None: uniform
+
+
+def class_weights(source, num_classes, how):
+  """Loss weights per class: 'none' (None) or 'inverse_frequency'.
+
+  Inverse frequency, normalised so that the average image weighs 1:
+  w_c = N / (K n_c); FER2013's disgust (436 of 28,709) then weighs 9.4.
+  """
+  if how == 'none':
+    return None
+  if how != 'inverse_frequency':
+    raise ValueError(f"config.data.class_weights={how!r}: expected 'none' or "
+                     "'inverse_frequency'")
+  # Counted from the records (7 s for FER2013) since holdouts and folds make
+  # the training set differ from the stored split.
+  counts = np.bincount([int(source[i]['label']) for i in range(len(source))],
+                       minlength=num_classes)
+  if not counts.all():
+    raise ValueError('config.data.class_weights=inverse_frequency: classes '
+                     f'{np.flatnonzero(counts == 0).tolist()} have no '
+                     'training images')
+  return (counts.sum() / (len(counts) * counts)).astype(np.float32)
 
 
 def load(data_config, global_batch, eval_batch, seed):
@@ -257,11 +280,14 @@ def load(data_config, global_batch, eval_batch, seed):
     raise ValueError(f'config.data.crop={data_config.crop}: larger than the '
                      f'{image_shape[:2]} images of {data_config.name!r}')
   train_source = train_split_source(builder, data_config)
+  names = tuple(builder.info.features['label'].names)
   return Data(
       train=train_dataset(train_source, data_config, global_batch, seed),
       evals={split: eval_dataset(eval_split_source(builder, split, data_config),
                                  data_config, eval_batch)
              for split in data_config.eval_splits},
       train_size=len(train_source),
-      class_names=tuple(builder.info.features['label'].names),
-      input_shape=(data_config.crop, data_config.crop, image_shape[-1]))
+      class_names=names,
+      input_shape=(data_config.crop, data_config.crop, image_shape[-1]),
+      class_weights=class_weights(train_source, len(names),
+                                  data_config.class_weights))

@@ -1,9 +1,13 @@
 """Models by name: `create(config.model, num_classes)`."""
 import dataclasses
 
+from fer_jax.models import efficientnet
+from fer_jax.models import resnet
 from fer_jax.models import vgg
 
-MODELS = {'vgg19': vgg.vgg19, 'uvgg19': vgg.uvgg19}
+MODELS = {'vgg19': vgg.vgg19, 'uvgg19': vgg.uvgg19,
+          'efficientnet_b0': efficientnet.EfficientNetB0,
+          'resnet50': resnet.ResNet50}
 
 
 def create(model_config, num_classes):

@@ -166,19 +166,69 @@ def _cpu_conv_bwd(strides, padding, residuals, grad):
 _cpu_conv.defvjp(_cpu_conv_fwd, _cpu_conv_bwd)
 
 
+def depthwise_conv2d(x, kernel, strides=(1, 1), padding='SAME'):
+  """NHWC x (kh, kw, 1, C) depthwise convolution, fast on CPU too.
+
+  XLA:CPU runs depthwise convolutions at 0.03-0.44 GFLOP/s (112x112x32 3x3,
+  batch 32: 636 ms forward, 1.59 s weight gradient); the same sum of k*k
+  shifted, scaled copies is one elementwise fusion (66 ms / 311 ms). On GPU
+  and TPU it is `lax.conv_general_dilated` with one group per channel.
+  """
+  strides, padding = tuple(strides), _pads(x.shape, kernel.shape, strides,
+                                           padding)
+  return lax.platform_dependent(
+      x, kernel,
+      cpu=functools.partial(_shifted_depthwise, strides=strides,
+                            padding=padding),
+      default=functools.partial(_xla_depthwise, strides=strides,
+                                padding=padding))
+
+
+def _xla_depthwise(x, kernel, strides, padding):
+  return lax.conv_general_dilated(
+      x, kernel, strides, padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=x.shape[-1])
+
+
+def _shifted_depthwise(x, kernel, strides, padding):
+  return sum(window * kernel[i, j, 0]
+             for (i, j), window in _taps(x, kernel.shape, strides,
+                                         padding).items())
+
+
+def pytorch_pads(kernel_size):
+  """PyTorch's symmetric padding k // 2 (torchvision, timm), not TF's SAME."""
+  return tuple((k // 2, k // 2) for k in kernel_size)
+
+
 class Conv(nn.Module):
-  """A 2D convolution with bias; parameters named as in `flax.linen.Conv`."""
+  """A 2D convolution; parameters named as in `flax.linen.Conv`.
+
+  `depthwise`: one filter per input channel (features must equal them).
+  `padding`: 'SAME' (TensorFlow's: extra pixel at the end), 'VALID' or
+  explicit ((top, bottom), (left, right)).
+  """
   features: int
   kernel_size: tuple[int, int] = (3, 3)
   strides: tuple[int, int] = (1, 1)
-  padding: str = 'SAME'
+  padding: str | tuple = 'SAME'
+  use_bias: bool = True
+  depthwise: bool = False
+  kernel_init: nn.initializers.Initializer = conv_init
 
   @nn.compact
   def __call__(self, x):
-    kernel = self.param('kernel', conv_init,
-                        (*self.kernel_size, x.shape[-1], self.features))
-    bias = self.param('bias', nn.initializers.zeros, (self.features,))
-    return conv2d(x, kernel, self.strides, self.padding) + bias
+    if self.depthwise:
+      kernel = self.param('kernel', self.kernel_init,
+                          (*self.kernel_size, 1, self.features))
+      y = depthwise_conv2d(x, kernel, self.strides, self.padding)
+    else:
+      kernel = self.param('kernel', self.kernel_init,
+                          (*self.kernel_size, x.shape[-1], self.features))
+      y = conv2d(x, kernel, self.strides, self.padding)
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros, (self.features,))
+    return y
 
 
 def mish(x):
@@ -214,10 +264,10 @@ class SqueezeExcite(nn.Module):
 ACTIVATIONS = {'relu': nn.relu, 'mish': mish}
 
 
-def max_pool(x, size):
-  """Max pool over non-overlapping size x size windows (VALID, floor).
+def max_pool(x, window, stride=None, padding=0):
+  """Max pool over window x window patches, `padding` pixels of -inf around.
 
-  The same as `nn.max_pool(x, (size, size), (size, size))` but written as
+  The same as `nn.max_pool` (VALID after the padding, floor) but written as
   elementwise maxima of strided slices: XLA:CPU lowers the reduce-window's
   gradient to index arrays and a scatter (0.56 s of a 7 s VGG19 step at batch
   128), and a reshape-and-max to a slow reduction (0.24 s for the first
@@ -225,9 +275,11 @@ def max_pool(x, size):
   gradient is shared, not given to one element; after ReLU such ties are
   zeros, whose gradient is zero either way.)
   """
-  h, w = x.shape[1] // size * size, x.shape[2] // size * size
-  return functools.reduce(jnp.maximum, [
-      x[:, i:h:size, j:w:size] for i in range(size) for j in range(size)])
+  stride = stride or window
+  pads = ((padding, padding),) * 2
+  x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
+  return functools.reduce(jnp.maximum, _taps(
+      x, (window, window), (stride, stride), ((0, 0), (0, 0))).values())
 
 
 def centre_crop(x, height, width):

@@ -1,0 +1,104 @@
+"""Weight import: our models equal the reference libraries' on their weights."""
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO
+from fer_jax import convert
+
+torch = pytest.importorskip('torch', reason='parity needs torch (test-only)')
+
+
+def _randomise_batchnorm(module):
+  """Non-trivial BatchNorm statistics, so that their mapping is tested."""
+  generator = torch.Generator().manual_seed(0)
+  for m in module.modules():
+    if isinstance(m, torch.nn.BatchNorm2d):
+      with torch.no_grad():
+        m.running_mean.copy_(torch.randn(m.num_features,
+                                         generator=generator) * 0.1)
+        m.running_var.copy_(torch.rand(m.num_features,
+                                       generator=generator) + 0.5)
+        m.weight.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+        m.bias.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
+  return module.eval()
+
+
+def _check_parity(reference, source, model_name, size=224):
+  torch.manual_seed(0)
+  reference = _randomise_batchnorm(reference)
+  x = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(
+      np.float32)
+  with torch.no_grad():
+    expected = reference(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+  variables, config = convert.convert(reference.state_dict(), source,
+                                      model_name)
+  _, model = convert.model_for(source, model_name, config.num_classes)
+  ours = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+  error = np.max(np.abs(np.asarray(ours) - expected)) / np.max(
+      np.abs(expected))
+  assert error < 1e-4, error
+  return variables, config
+
+
+def _effnet_pytorch(num_classes=7):
+  efficientnet_pytorch = pytest.importorskip(
+      'efficientnet_pytorch', reason='needs efficientnet-pytorch (test-only)')
+  return efficientnet_pytorch.EfficientNet.from_name(
+      'efficientnet-b0', num_classes=num_classes)
+
+
+def test_efficientnet_b0_equals_efficientnet_pytorch():
+  _check_parity(_effnet_pytorch(), 'efficientnet-pytorch', 'efficientnet_b0')
+
+
+@pytest.mark.parametrize('model_name', ['efficientnet_b0', 'resnet50'])
+def test_torchvision_parity(model_name):
+  torchvision = pytest.importorskip(
+      'torchvision', reason='torchvision is not importable beside torch '
+      '2.13 here; run with torch==2.14.1 torchvision==0.29.1', exc_type=ImportError)
+  reference = getattr(torchvision.models, model_name)(num_classes=7)
+  _check_parity(reference, 'torchvision', model_name)
+
+
+def test_renamed_missing_or_misshaped_tensors_are_listed():
+  state = {k: v.numpy() for k, v in _effnet_pytorch().state_dict().items()}
+  state['_blocks.3._bn1.scale'] = state.pop('_blocks.3._bn1.weight')
+  del state['_conv_head.weight']
+  state['_fc.weight'] = state['_fc.weight'][:, :100]
+  with pytest.raises(convert.ConversionError) as error:
+    convert.convert(state, 'efficientnet-pytorch', 'efficientnet_b0')
+  message = str(error.value)
+  assert 'missing: _blocks.3._bn1.weight, _conv_head.weight' in message
+  assert 'extra: _blocks.3._bn1.scale' in message
+  assert 'wrong shape: _fc.weight (7, 100)' in message
+
+
+def test_cli_writes_a_checkpoint_from_safetensors(tmp_path):
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  state = {k: v.numpy() for k, v in _effnet_pytorch().state_dict().items()}
+  weights = str(tmp_path / 'b0.safetensors')
+  save_file(state, weights)
+  output = str(tmp_path / 'b0')
+  args = [sys.executable, '-m', 'fer_jax.convert',
+          '--from=efficientnet-pytorch', '--model=efficientnet_b0',
+          f'--input={weights}', f'--output={output}']
+  result = subprocess.run(args, cwd=REPO, capture_output=True, text=True,
+                          check=False)
+  assert result.returncode == 0, result.stderr
+  assert '4,016,515 parameters, 7 classes' in result.stdout
+  variables, fields = convert.load(output)
+  assert fields == dict(name='efficientnet_b0', padding='same',
+                        bn_epsilon=1e-3, bn_momentum=0.99, num_classes=7)
+  np.testing.assert_array_equal(
+      variables['params']['stem_conv']['kernel'],
+      state['_conv_stem.weight'].transpose(2, 3, 1, 0))
+  again = subprocess.run(args, cwd=REPO, capture_output=True, text=True,
+                         check=False)
+  assert again.returncode != 0
+  assert again.stderr.strip().splitlines()[-1] == (
+      f'error: {output}: exists; remove it or choose another --output')
