@@ -38,13 +38,19 @@ def get_config():
   config.data.train_split = 'train'
   config.data.holdout = 0  # >0: the first N train images form split 'holdout'
   config.data.eval_splits = ('validation', 'test')
+  # 'crop': a random crop x crop window (the FER papers); 'resized_crop': a
+  # random area crop_scale of the image resized to crop x crop, tested on
+  # the whole image resized (torchvision's RandomResizedCrop, EfficientFace).
+  config.data.augment = 'crop'
   config.data.crop = 44
+  config.data.crop_scale = (0.08, 1.0)
   config.data.flip = True
   config.data.cutout_holes = 1
   config.data.cutout_length = 16
   config.data.eval_crop = 'ten'  # ten | centre
-  config.data.mean = config_dict.placeholder(float)  # None: images in [0, 1]
-  config.data.std = config_dict.placeholder(float)
+  # None: images in [0, 1]; else one value per channel, as tuples.
+  config.data.mean = config_dict.placeholder(tuple)
+  config.data.std = config_dict.placeholder(tuple)
   # 'inverse_frequency' weights each image's loss by N / (K n_class); the
   # papers train unweighted.
   config.data.class_weights = 'none'

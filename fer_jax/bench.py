@@ -8,8 +8,15 @@ training iterator of `--data` with the paper's augmentations (crop 44, flip,
 Cutout) for each of `--workers`, to compare with the train step's images/s.
 
   python -m fer_jax.bench --models=vgg19,uvgg19 --batch=128 --steps=10
+  python -m fer_jax.bench --models=efficientnet_b0 --reference
   python -m fer_jax.bench --modes=input --data=fer2013 --workers=0,1,2
+  python -m fer_jax.bench --summary   # parameters and GMACs, no timing
   python -m fer_jax.bench --json
+
+`--reference` also times, in the same run, PyTorch's version of the same
+model where there is one (a VGG19-BN written here; efficientnet-pytorch's
+EfficientNet-B0), with the ratio. Each model runs at its own input size and,
+unless --batch is given, its own batch (128 at 44x44x1, 32 at 224x224x3).
 """
 import functools
 import json
@@ -18,20 +25,26 @@ import time
 
 from absl import app
 from absl import flags
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from configs import vgg19_fer2013
 from fer_jax import models
 from fer_jax.data import pipeline
+from fer_jax.models import layers
 from fer_jax.models import vgg
 from fer_jax import train
 
-_MODELS = flags.DEFINE_list('models', ['vgg19', 'uvgg19'], 'Models to time.')
+_MODELS = flags.DEFINE_list(
+    'models', ['vgg19', 'uvgg19', 'efficientnet_b0', 'resnet50'],
+    'Models to time.')
 _MODES = flags.DEFINE_list('modes', ['train', 'infer', 'input'],
                            'train, infer and/or input.')
-_BATCH = flags.DEFINE_integer('batch', 128, 'Global batch size.')
+_BATCH = flags.DEFINE_integer('batch', None,
+                              'Global batch size; default per model.')
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps (after warm-up).')
 _WIDTH = flags.DEFINE_float('width', 1.0, 'Channel width multiplier.')
 _JSON = flags.DEFINE_bool('json', False, 'Print a JSON list of records.')
@@ -43,9 +56,15 @@ _WORKERS = flags.DEFINE_list('workers', ['0', '2'],
                              'grain worker processes to time --modes=input '
                              'with.')
 _REFERENCE = flags.DEFINE_bool(
-    'reference', False, 'Also time a PyTorch VGG19-BN (needs torch).')
+    'reference', False, 'Also time the PyTorch reference models (needs '
+    'torch; efficientnet-pytorch for EfficientNet-B0).')
+_SUMMARY = flags.DEFINE_bool(
+    'summary', False, 'Only print parameters and multiply-adds per image.')
 
-INPUT_SHAPES = {'vgg19': (44, 44, 1), 'uvgg19': (44, 44, 1)}
+INPUT_SHAPES = {'vgg19': (44, 44, 1), 'uvgg19': (44, 44, 1),
+                'efficientnet_b0': (224, 224, 3), 'resnet50': (224, 224, 3)}
+BATCHES = {'vgg19': 128, 'uvgg19': 128, 'efficientnet_b0': 32,
+           'resnet50': 32}
 
 
 def _median_seconds(fn, steps):
@@ -74,8 +93,9 @@ def _flops(jitted, *args):
 def time_model(name, mode, batch, steps, width=1.0):
   """One benchmark record: images/s, GFLOPs per image, achieved GFLOP/s."""
   config = vgg19_fer2013.get_config()
-  config.model.name = name
-  config.model.width = width
+  config.model = ml_collections.ConfigDict({'name': name})
+  if width != 1.0:
+    config.model.width = width
   model = models.create(config.model, num_classes=7)
   shape = INPUT_SHAPES[name]
   mesh = jax.sharding.Mesh(jax.devices(), ('data',))
@@ -129,28 +149,46 @@ def time_pipeline(dataset, workers, batch, steps, data_dir=None):
           'gflops_per_img': None, 'achieved_gflops': None}
 
 
-def time_torch_vgg19(mode, batch, steps, width=1.0):
-  """The ancestor repository's VGG19-BN in PyTorch, timed the same way."""
-  import torch  # pylint: disable=g-import-not-at-top
+def _torch_vgg19(width):
+  """The ancestor repository's VGG19-BN in PyTorch."""
   from torch import nn as tnn  # pylint: disable=g-import-not-at-top
-  layers, cin = [], 1
+  layers_, cin = [], 1
   for convs, c in vgg.STAGES:
     c = max(1, round(c * width))
     for _ in range(convs):
-      layers += [tnn.Conv2d(cin, c, 3, padding=1), tnn.BatchNorm2d(c),
-                 tnn.ReLU(inplace=True)]
+      layers_ += [tnn.Conv2d(cin, c, 3, padding=1), tnn.BatchNorm2d(c),
+                  tnn.ReLU(inplace=True)]
       cin = c
-    layers.append(tnn.MaxPool2d(2, 2))
-  model = tnn.Sequential(*layers, tnn.Flatten(), tnn.Dropout(0.5),
-                         tnn.Linear(cin, 7))
+    layers_.append(tnn.MaxPool2d(2, 2))
+  return tnn.Sequential(*layers_, tnn.Flatten(), tnn.Dropout(0.5),
+                        tnn.Linear(cin, 7))
+
+
+def _torch_efficientnet_b0(width):
+  del width
+  from efficientnet_pytorch import EfficientNet  # pylint: disable=g-import-not-at-top
+  return EfficientNet.from_name('efficientnet-b0', num_classes=7)
+
+
+TORCH_REFERENCES = {'vgg19': ('torch_vgg19', _torch_vgg19),
+                    'efficientnet_b0': ('efficientnet_pytorch',
+                                        _torch_efficientnet_b0)}
+
+
+def time_torch(name, mode, batch, steps, width=1.0):
+  """PyTorch's version of model `name`, timed the same way (SGD as ours)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  label, build = TORCH_REFERENCES[name]
+  model = build(width)
   optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
                               weight_decay=5e-4)
-  x = torch.rand(batch, 1, 44, 44)
+  h, w, c = INPUT_SHAPES[name]
+  x = torch.rand(batch, c, h, w)
   y = torch.randint(0, 7, (batch,))
 
   def train_step():
     optimizer.zero_grad()
-    tnn.functional.cross_entropy(model(x), y).backward()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
     optimizer.step()
 
   def infer():
@@ -159,36 +197,75 @@ def time_torch_vgg19(mode, batch, steps, width=1.0):
 
   model.train(mode == 'train')
   seconds = _median_seconds(train_step if mode == 'train' else infer, steps)
-  return {'name': f'torch_vgg19/{mode}', 'model': 'torch_vgg19', 'mode': mode,
-          'batch': batch, 'input': '44x44x1', 'width': width,
+  return {'name': f'{label}/{mode}', 'model': label, 'mode': mode,
+          'batch': batch, 'input': 'x'.join(map(str, INPUT_SHAPES[name])),
+          'width': width,
           'params': sum(p.numel() for p in model.parameters()),
           'img_per_s': batch / seconds, 'gflops_per_img': None,
           'achieved_gflops': None}
 
 
+def macs_per_image(name, num_classes=7):
+  """Multiply-adds of every convolution and dense layer, for one image.
+
+  Counted as the papers' tables count them (EfficientNet-B0 0.39 G,
+  ResNet-50 4.1 G at 224x224), not from XLA, whose CPU formulations differ.
+  """
+  model = models.create(ml_collections.ConfigDict({'name': name}),
+                        num_classes)
+  total = 0
+
+  def count(next_fun, args, kwargs, context):
+    nonlocal total
+    out = next_fun(*args, **kwargs)
+    module = context.module
+    if context.method_name == '__call__' and isinstance(module, layers.Conv):
+      cin = 1 if module.depthwise else args[0].shape[-1]
+      total += (np.prod(out.shape[1:3]) * np.prod(module.kernel_size) * cin
+                * module.features)
+    elif context.method_name == '__call__' and isinstance(module, nn.Dense):
+      total += np.prod(args[0].shape[1:]) * module.features
+    return out
+
+  with nn.intercept_methods(count):
+    variables = jax.eval_shape(lambda: model.init(
+        jax.random.key(0), jnp.zeros((1, *INPUT_SHAPES[name]))))
+  params = sum(np.prod(x.shape) for x in jax.tree.leaves(
+      variables['params']))
+  return int(params), int(total)
+
+
 def main(argv):
   del argv
-  records = [time_model(name, mode, _BATCH.value, _STEPS.value, _WIDTH.value)
-             for name in _MODELS.value for mode in _MODES.value
-             if mode != 'input']
+  if _SUMMARY.value:
+    for name in _MODELS.value:
+      params, macs = macs_per_image(name)
+      print(f"{name:16s} {'x'.join(map(str, INPUT_SHAPES[name])):12s} "
+            f'{params:>12,d} params (7 classes) {macs / 1e9:7.3f} GMACs/image')
+    return
+  batch = lambda name: _BATCH.value or BATCHES[name]
+  modes = [m for m in _MODES.value if m != 'input']
+  records = [time_model(name, mode, batch(name), _STEPS.value, _WIDTH.value)
+             for name in _MODELS.value for mode in modes]
   if 'input' in _MODES.value:
     # Throughput over many batches: per-batch times only show the buffer.
-    records += [time_pipeline(_DATA.value, int(workers), _BATCH.value,
+    records += [time_pipeline(_DATA.value, int(workers),
+                              _BATCH.value or BATCHES['vgg19'],
                               max(20, _STEPS.value), _DATA_DIR.value)
                 for workers in _WORKERS.value]
   if _REFERENCE.value:
-    try:
-      import torch  # pylint: disable=g-import-not-at-top,unused-import
-    except ImportError:
-      print('--reference: torch is not installed; skipped (pip install '
-            'torch==2.13.0).')
-    else:
-      for mode in [m for m in _MODES.value if m != 'input']:
-        ref = time_torch_vgg19(mode, _BATCH.value, _STEPS.value, _WIDTH.value)
-        ours = [r for r in records if r['model'] == 'vgg19' and
-                r['mode'] == mode]
-        if ours:
-          ref['ours_vs_torch'] = ours[0]['img_per_s'] / ref['img_per_s']
+    for name in [n for n in _MODELS.value if n in TORCH_REFERENCES]:
+      try:
+        references = [time_torch(name, mode, batch(name), _STEPS.value,
+                                 _WIDTH.value) for mode in modes]
+      except ImportError as e:
+        print(f'--reference for {name}: skipped ({e}; see '
+              'requirements-test.txt)')
+        continue
+      for ref in references:
+        ours = [r for r in records if r['model'] == name and
+                r['mode'] == ref['mode']]
+        ref['ours_vs_torch'] = ours[0]['img_per_s'] / ref['img_per_s']
         records.append(ref)
   rate = matmul_gflops()
   if _JSON.value:
@@ -199,13 +276,13 @@ def main(argv):
         f'float32 matmul {rate:.0f} GFLOP/s')
   for r in records:
     params = '' if r['params'] is None else f"{r['params']:>11,d} params"
-    line = (f"{r['name']:18s} batch {r['batch']:4d} {r['input']:9s} "
+    line = (f"{r['name']:26s} batch {r['batch']:4d} {r['input']:9s} "
             f"{params:18s} {r['img_per_s']:8.1f} img/s")
     if r['gflops_per_img'] is not None:
       line += (f" {r['gflops_per_img']:7.3f} GFLOP/img "
                f"{r['achieved_gflops']:6.1f} GFLOP/s")
     if 'ours_vs_torch' in r:
-      line += f"   vgg19 / torch: {r['ours_vs_torch']:.2f}x"
+      line += f"   ours / this: {r['ours_vs_torch']:.2f}x"
     print(line)
 
 

@@ -201,29 +201,29 @@ def load(path):
   return jax.tree.map(np.asarray, variables), fields
 
 
-_FROM = flags.DEFINE_enum('from', None, SOURCES, 'Library of the weights.')
-_MODEL = flags.DEFINE_enum('model', None, ['efficientnet_b0', 'resnet50'],
-                           'Model.')
-_INPUT = flags.DEFINE_string('input', None, '.pth, .pt or .safetensors file.')
-_OUTPUT = flags.DEFINE_string('output', None, 'Directory to create.')
-
-
 def main(argv):
   del argv
-  for flag in (_FROM, _MODEL, _INPUT, _OUTPUT):
-    if flag.value is None:
-      sys.exit(f'error: --{flag.name} is required')
+  values = {name: flags.FLAGS[name].value
+            for name in ('from', 'model', 'input', 'output')}
+  for name, value in values.items():
+    if value is None:
+      sys.exit(f'error: --{name} is required')
   try:
-    variables, config = convert(read_state_dict(_INPUT.value), _FROM.value,
-                                _MODEL.value)
-    save(variables, config, _OUTPUT.value)
+    variables, config = convert(read_state_dict(values['input']),
+                                values['from'], values['model'])
+    save(variables, config, values['output'])
   except (ConversionError, FileNotFoundError, FileExistsError,
           ImportError) as e:
     sys.exit(f'error: {e}')
   count = sum(x.size for x in jax.tree.leaves(variables['params']))
-  print(f'{_OUTPUT.value}: {config.name}, {count:,} parameters, '
+  print(f"{values['output']}: {config.name}, {count:,} parameters, "
         f'{config.num_classes} classes')
 
 
 if __name__ == '__main__':
+  # Defined here, not at import: the trainer imports this module for `load`.
+  flags.DEFINE_enum('from', None, SOURCES, 'Library of the weights.')
+  flags.DEFINE_enum('model', None, ['efficientnet_b0', 'resnet50'], 'Model.')
+  flags.DEFINE_string('input', None, '.pth, .pt or .safetensors file.')
+  flags.DEFINE_string('output', None, 'Directory to create.')
   app.run(main)

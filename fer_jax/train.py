@@ -18,6 +18,7 @@ import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from fer_jax import checkpoint
+from fer_jax import convert
 from fer_jax import metrics as metrics_lib
 from fer_jax import models
 from fer_jax.data import pipeline
@@ -130,6 +131,42 @@ def eval_step(variables, batch, *, model, num_classes):
   return {'confusion': truth.T @ predicted, 'loss': jnp.sum(loss * mask)}
 
 
+def start_from(state, model, path, sharding):
+  """`state` with the weights converted to `path` (see fer_jax.convert).
+
+  Every variable is taken from there except a classifier whose class count
+  differs, which keeps its fresh initialisation.
+  """
+  loaded, fields = convert.load(path)
+  for key, value in fields.items():
+    ours = getattr(model, key, None)
+    if key not in ('num_classes', 'name') and ours != value:
+      raise ValueError(f'config.model.{key}={ours!r}, but the weights in '
+                       f'{path} need {value!r}')
+  kept = []
+
+  def take(path_, fresh):
+    keys = tuple(k.key for k in path_)
+    node = loaded
+    for key in keys:
+      if key not in node:
+        raise ValueError(f'{path} has no {"/".join(keys)}: not weights of '
+                         f'config.model.name={fields["name"]!r}?')
+      node = node[key]
+    if node.shape != fresh.shape:
+      kept.append('/'.join(keys))
+      return fresh
+    return node
+
+  variables = jax.tree_util.tree_map_with_path(
+      take, {'params': state.params, 'batch_stats': state.batch_stats})
+  _log(f'Started from {path}; freshly initialised (class count differs): '
+       f'{", ".join(kept) or "nothing"}')
+  variables = jax.device_put(variables, sharding)
+  return state.replace(params=variables['params'],
+                       batch_stats=variables['batch_stats'])
+
+
 def validate(config):
   """Rejects impossible values with the key and what was expected."""
   for key in ('batch_size', 'eval_batch_size', 'epochs', 'log_every',
@@ -175,9 +212,13 @@ class Experiment:
         eval_step, model=self.model, num_classes=num_classes))
 
   def initial_state(self):
-    return create_train_state(self.model, self.tx, self.data.input_shape,
-                              jax.random.key(self.config.seed),
-                              self.replicated)
+    state = create_train_state(self.model, self.tx, self.data.input_shape,
+                               jax.random.key(self.config.seed),
+                               self.replicated)
+    if self.config.model.get('init_from'):
+      state = start_from(state, self.model, self.config.model.init_from,
+                         self.replicated)
+    return state
 
   def global_batch(self, local_batch):
     return jax.tree.map(

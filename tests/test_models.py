@@ -7,9 +7,9 @@ import pytest
 from fer_jax import models
 
 
-def _count(name, shape=(1, 44, 44, 1), **fields):
+def _count(name, shape=(1, 44, 44, 1), num_classes=7, **fields):
   model = models.create(ml_collections.ConfigDict(dict(name=name, **fields)),
-                        num_classes=7)
+                        num_classes=num_classes)
   variables = jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros(shape)))
   return sum(np.prod(x.shape) for x in jax.tree.leaves(variables['params']))
@@ -60,3 +60,20 @@ def test_uvgg19_logits_and_batch_stats_at_small_width():
 def test_bad_model_config_names_the_key(fields, message):
   with pytest.raises(ValueError, match=message.replace('.', r'\.')):
     models.create(ml_collections.ConfigDict(fields), num_classes=7)
+
+
+def test_efficientnet_b0_and_resnet50_have_the_reference_counts():
+  shape = (1, 224, 224, 3)
+  assert _count('efficientnet_b0', shape, num_classes=1000) == 5_288_548
+  assert _count('resnet50', shape, num_classes=1000) == 25_557_032
+  # EfficientFace's 7 RAF-DB classes (efficientnet-pytorch: 4,016,515).
+  assert _count('efficientnet_b0', shape) == 4_016_515
+
+
+def test_bench_summary_counts_multiply_adds_as_the_papers():
+  from fer_jax import bench  # pylint: disable=g-import-not-at-top
+  params, macs = bench.macs_per_image('resnet50', num_classes=1000)
+  assert params == 25_557_032
+  assert 4.08e9 < macs < 4.11e9  # torchvision's ResNet-50: 4.09 GMACs
+  _, macs = bench.macs_per_image('efficientnet_b0', num_classes=1000)
+  assert 0.38e9 < macs < 0.40e9  # the EfficientNet paper's 0.39 B

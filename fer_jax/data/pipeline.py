@@ -10,6 +10,7 @@ import dataclasses
 import grain
 import jax
 import numpy as np
+from PIL import Image
 
 from fer_jax.data import ckplus
 from fer_jax.data import fer2013
@@ -115,6 +116,29 @@ def centre_crop(image, size):
   return image[y:y + size, x:x + size]
 
 
+def resize(image, height, width):
+  """Bilinear resize of an (H, W, C) uint8 image."""
+  resized = Image.fromarray(image[..., 0] if image.shape[2] == 1 else image)
+  resized = np.asarray(resized.resize((width, height), Image.BILINEAR))
+  return resized.reshape(height, width, image.shape[2])
+
+
+def random_resized_crop(image, size, scale, rng, ratio=(3 / 4, 4 / 3)):
+  """A random crop of `scale` of the area and `ratio` aspect, resized.
+
+  torchvision's RandomResizedCrop: up to 10 draws, else the whole image.
+  """
+  h, w = image.shape[:2]
+  for _ in range(10):
+    area = h * w * rng.uniform(*scale)
+    aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
+    cw, ch = round(np.sqrt(area * aspect)), round(np.sqrt(area / aspect))
+    if 0 < cw <= w and 0 < ch <= h:
+      y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+      return resize(image[y:y + ch, x:x + cw], size, size)
+  return resize(image, size, size)
+
+
 def normalize(image, data_config):
   image = image.astype(np.float32) / 255.0
   if data_config.get('mean') is not None:
@@ -125,7 +149,11 @@ def normalize(image, data_config):
 def train_transform(data_config):
   """The per-record training augmentation, a function of (example, rng)."""
   def transform(example, rng):
-    image = random_crop(example['image'], data_config.crop, rng)
+    if data_config.augment == 'resized_crop':
+      image = random_resized_crop(example['image'], data_config.crop,
+                                  data_config.crop_scale, rng)
+    else:
+      image = random_crop(example['image'], data_config.crop, rng)
     if data_config.flip and rng.random() < 0.5:
       image = image[:, ::-1]
     if data_config.cutout_holes:
@@ -139,8 +167,10 @@ def train_transform(data_config):
 def eval_transform(data_config):
   crop = ten_crop if data_config.eval_crop == 'ten' else centre_crop
   def transform(example):
-    return {'image': normalize(crop(example['image'], data_config.crop),
-                               data_config),
+    image = example['image']
+    if data_config.augment == 'resized_crop':  # test on the whole image
+      image = resize(image, data_config.crop, data_config.crop)
+    return {'image': normalize(crop(image, data_config.crop), data_config),
             'label': np.int32(example['label']), 'mask': np.bool_(True)}
   return transform
 
@@ -276,7 +306,11 @@ def class_weights(source, num_classes, how):
 def load(data_config, global_batch, eval_batch, seed):
   builder = get_builder(data_config.name, data_config.data_dir)
   image_shape = builder.info.features['image'].shape
-  if data_config.crop > min(image_shape[:2]):
+  if data_config.augment not in ('crop', 'resized_crop'):
+    raise ValueError(f'config.data.augment={data_config.augment!r}: expected '
+                     "'crop' or 'resized_crop'")
+  if data_config.augment == 'crop' and data_config.crop > min(
+      image_shape[:2]):
     raise ValueError(f'config.data.crop={data_config.crop}: larger than the '
                      f'{image_shape[:2]} images of {data_config.name!r}')
   train_source = train_split_source(builder, data_config)

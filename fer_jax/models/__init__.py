@@ -14,6 +14,7 @@ def create(model_config, num_classes):
   """The Flax module named by `model_config.name`, other fields as overrides."""
   kwargs = dict(model_config)
   name = kwargs.pop('name')
+  kwargs.pop('init_from', None)  # weights to start from, not a module field
   if name not in MODELS:
     raise ValueError(f'config.model.name={name!r}: unknown model; expected '
                      f'one of {sorted(MODELS)}')

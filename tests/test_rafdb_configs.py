@@ -1,0 +1,60 @@
+"""The RAF-DB configs train end to end on a generated RAF-DB, from scratch
+and from converted weights."""
+import importlib
+
+import jax
+import numpy as np
+import pytest
+
+import fixtures
+from fer_jax import train
+from fer_jax.data import prepare
+
+
+@pytest.fixture(scope='module')
+def rafdb_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp('rafdb')
+  prepare.prepare('rafdb', fixtures.write_rafdb_official(str(root / 'raw')),
+                  str(root / 'tfds'))
+  return str(root / 'tfds')
+
+
+def _small(name, data_dir):
+  """The config at 64x64 on the 12-image fixture: one epoch of 3 steps."""
+  config = importlib.import_module(f'configs.{name}').get_config()
+  config.data.update(data_dir=data_dir, crop=64, threads=1)
+  config.batch_size, config.eval_batch_size = 4, 8
+  config.epochs, config.log_every = 1, 1
+  return config
+
+
+@pytest.mark.parametrize('name', ['effnet_b0_rafdb', 'resnet50_rafdb'])
+def test_rafdb_config_trains_end_to_end(rafdb_dir, tmp_path, name):
+  _, history = train.train_and_evaluate(_small(name, rafdb_dir),
+                                        str(tmp_path))
+  assert np.sum(history[-1]['eval']['test']['confusion']) == 7
+
+
+def test_init_from_keeps_the_backbone_and_reinitialises_a_different_head(
+    rafdb_dir, tmp_path):
+  torch = pytest.importorskip('torch', reason='needs torch (test-only)')
+  efficientnet_pytorch = pytest.importorskip('efficientnet_pytorch')
+  from fer_jax import convert  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  reference = efficientnet_pytorch.EfficientNet.from_name(
+      'efficientnet-b0', num_classes=10)
+  variables, model_config = convert.convert(
+      reference.state_dict(), 'efficientnet-pytorch', 'efficientnet_b0')
+  convert.save(variables, model_config, str(tmp_path / 'weights'))
+  config = _small('effnet_b0_rafdb', rafdb_dir)
+  config.model.init_from = str(tmp_path / 'weights')
+  state = train.Experiment(config).initial_state()
+  np.testing.assert_array_equal(state.params['block3']['depthwise_conv'][
+      'kernel'], variables['params']['block3']['depthwise_conv']['kernel'])
+  np.testing.assert_array_equal(state.batch_stats['head_bn']['var'],
+                                variables['batch_stats']['head_bn']['var'])
+  assert state.params['classifier']['kernel'].shape == (1280, 7)  # fresh
+  config.model.padding = 'symmetric'
+  with pytest.raises(ValueError, match="config.model.padding='symmetric', "
+                     "but the weights in .* need 'same'"):
+    train.Experiment(config).initial_state()
