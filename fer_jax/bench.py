@@ -25,7 +25,6 @@ import time
 
 from absl import app
 from absl import flags
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -34,7 +33,6 @@ import numpy as np
 from configs import vgg19_fer2013
 from fer_jax import models
 from fer_jax.data import pipeline
-from fer_jax.models import layers
 from fer_jax.models import vgg
 from fer_jax import train
 
@@ -205,41 +203,13 @@ def time_torch(name, mode, batch, steps, width=1.0):
           'achieved_gflops': None}
 
 
-def macs_per_image(name, num_classes=7):
-  """Multiply-adds of every convolution and dense layer, for one image.
-
-  Counted as the papers' tables count them (EfficientNet-B0 0.39 G,
-  ResNet-50 4.1 G at 224x224), not from XLA, whose CPU formulations differ.
-  """
-  model = models.create(ml_collections.ConfigDict({'name': name}),
-                        num_classes)
-  total = 0
-
-  def count(next_fun, args, kwargs, context):
-    nonlocal total
-    out = next_fun(*args, **kwargs)
-    module = context.module
-    if context.method_name == '__call__' and isinstance(module, layers.Conv):
-      cin = 1 if module.depthwise else args[0].shape[-1]
-      total += (np.prod(out.shape[1:3]) * np.prod(module.kernel_size) * cin
-                * module.features)
-    elif context.method_name == '__call__' and isinstance(module, nn.Dense):
-      total += np.prod(args[0].shape[1:]) * module.features
-    return out
-
-  with nn.intercept_methods(count):
-    variables = jax.eval_shape(lambda: model.init(
-        jax.random.key(0), jnp.zeros((1, *INPUT_SHAPES[name]))))
-  params = sum(np.prod(x.shape) for x in jax.tree.leaves(
-      variables['params']))
-  return int(params), int(total)
-
-
 def main(argv):
   del argv
   if _SUMMARY.value:
     for name in _MODELS.value:
-      params, macs = macs_per_image(name)
+      params, macs = models.macs_per_image(
+          models.create(ml_collections.ConfigDict({'name': name}), 7),
+          INPUT_SHAPES[name])
       print(f"{name:16s} {'x'.join(map(str, INPUT_SHAPES[name])):12s} "
             f'{params:>12,d} params (7 classes) {macs / 1e9:7.3f} GMACs/image')
     return

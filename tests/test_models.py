@@ -70,10 +70,18 @@ def test_efficientnet_b0_and_resnet50_have_the_reference_counts():
   assert _count('efficientnet_b0', shape) == 4_016_515
 
 
-def test_bench_summary_counts_multiply_adds_as_the_papers():
-  from fer_jax import bench  # pylint: disable=g-import-not-at-top
-  params, macs = bench.macs_per_image('resnet50', num_classes=1000)
+def test_multiply_adds_are_counted_as_the_papers_count_them():
+  def macs(name, shape):
+    model = models.create(ml_collections.ConfigDict(dict(name=name)), 1000)
+    return models.macs_per_image(model, shape)
+
+  params, resnet = macs('resnet50', (224, 224, 3))
   assert params == 25_557_032
-  assert 4.08e9 < macs < 4.11e9  # torchvision's ResNet-50: 4.09 GMACs
-  _, macs = bench.macs_per_image('efficientnet_b0', num_classes=1000)
-  assert 0.38e9 < macs < 0.40e9  # the EfficientNet paper's 0.39 B
+  assert 4.08e9 < resnet < 4.11e9  # torchvision's ResNet-50: 4.09 GMACs
+  assert 0.38e9 < macs('efficientnet_b0', (224, 224, 3))[1] < 0.40e9  # 0.39
+  # VGG19 at 44x44: the 16 convs and the classifier, counted by hand.
+  sizes = [44] * 2 + [22] * 2 + [11] * 4 + [5] * 4 + [2] * 4
+  channels = [1, 64, 64, 128, 128] + [256] * 4 + [512] * 8
+  convs = sum(s * s * 9 * cin * cout for s, cin, cout in
+              zip(sizes, channels[:-1], channels[1:]))
+  assert macs('vgg19', (44, 44, 1))[1] == convs + 512 * 1000

@@ -98,3 +98,22 @@ def test_holdout_is_the_head_of_train_and_left_out_of_training(data_dir):
   train_images = {train[i]['image'].tobytes() for i in range(len(train))}
   assert not any(holdout[i]['image'].tobytes() in train_images
                  for i in range(len(holdout)))
+
+
+def test_resized_crops_train_on_scaled_areas_and_test_on_the_whole_image():
+  config = _data_config(augment='resized_crop', crop=32, cutout_holes=0,
+                        crop_scale=(0.25, 0.25), flip=False, eval_crop='centre',
+                        mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0))
+  # A horizontal ramp: a crop of a quarter of the area spans about half of
+  # the ramp's range, the whole image all of it.
+  image = np.tile(np.linspace(0, 255, 100).astype(np.uint8)[None, :, None],
+                  (100, 1, 3))
+  out = pipeline.train_transform(config)({'image': image, 'label': 0},
+                                         np.random.default_rng(0))
+  assert out['image'].shape == (32, 32, 3)
+  raw = out['image'][..., 0] * 0.5 + 0.5  # undo the per-channel normalising
+  assert 0.3 < raw.max() - raw.min() < 0.75
+  test = pipeline.eval_transform(config)({'image': image, 'label': 0})
+  raw = test['image'][..., 0] * 0.5 + 0.5
+  assert test['image'].shape == (32, 32, 3) and raw.max() - raw.min() > 0.95
+  np.testing.assert_allclose(test['image'][..., 2], raw, atol=1e-6)

@@ -135,7 +135,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
   workdir = shutil.copytree(workdir, tmp_path / 'run')
   # A zero std turns every image into inf/nan, so step 49 is the first NaN.
   bad = tiny_config(config.data.data_dir, epochs=4, **{
-      'data.mean': 0.5, 'data.std': 0.0})
+      'data.mean': (0.5,), 'data.std': (0.0,)})
   with pytest.raises(FloatingPointError, match='at step 49.*step 48'):
     train.train_and_evaluate(bad, str(workdir))
   assert train.Experiment(config).checkpoints(str(workdir)).all_steps()[

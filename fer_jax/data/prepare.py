@@ -16,19 +16,6 @@ from absl import flags
 from fer_jax.data import images
 from fer_jax.data import pipeline
 
-_DATASET = flags.DEFINE_string('dataset', None, 'fer2013, ckplus or rafdb.',
-                               required=True)
-_MANUAL_DIR = flags.DEFINE_string('manual_dir', None,
-                                  'The folder holding the download.',
-                                  required=True)
-_DATA_DIR = flags.DEFINE_string('data_dir', None,
-                                'Where to write; default the TFDS default.')
-_SKIP_BAD = flags.DEFINE_bool(
-    'skip_bad_images', False,
-    'Leave out unreadable or wrongly sized images (and count them) instead of '
-    'stopping at the first.')
-
-
 def prepare(dataset, manual_dir, data_dir=None, skip_bad_images=False):
   """Builds `dataset` from `manual_dir`; returns the prepared builder."""
   builder = pipeline.manual_builder(dataset, data_dir, skip_bad_images)
@@ -59,9 +46,9 @@ def summary(builder):
 def main(argv):
   del argv
   start = time.perf_counter()
+  f = flags.FLAGS
   try:
-    builder = prepare(_DATASET.value, _MANUAL_DIR.value, _DATA_DIR.value,
-                      _SKIP_BAD.value)
+    builder = prepare(f.dataset, f.manual_dir, f.data_dir, f.skip_bad_images)
   except (images.BadInputError, ValueError, FileNotFoundError) as e:
     sys.exit(f'error: {e}')
   print('\n'.join(summary(builder)))
@@ -69,4 +56,15 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Defined here, not at import: tests and tools import prepare().
+  flags.DEFINE_string('dataset', None, 'fer2013, ckplus or rafdb.',
+                      required=True)
+  flags.DEFINE_string('manual_dir', None, 'The folder holding the download.',
+                      required=True)
+  flags.DEFINE_string('data_dir', None,
+                      'Where to write; default the TFDS default.')
+  flags.DEFINE_bool(
+      'skip_bad_images', False,
+      'Leave out unreadable or wrongly sized images (and count them) instead '
+      'of stopping at the first.')
   app.run(main)
