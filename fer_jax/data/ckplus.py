@@ -118,35 +118,16 @@ def subject_folds(labels, subjects):
   return folds
 
 
-class Ckplus(tfds.core.GeneratorBasedBuilder):
+def files(manual_dir):
+  return {'images': _files(manual_dir)}
+
+
+class Ckplus(images.ManualBuilder):
   """CK+48: 48x48x1 uint8, 7 classes, one split `images` in protocol order."""
-
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
-  layout = staticmethod(layout)
-
-  def __init__(self, *, skip_bad_images=False, **kwargs):
-    self.reader = images.ImageReader(SHAPE, skip_bad_images)
-    super().__init__(**kwargs)
-
-  def _info(self):
-    return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=SHAPE, dtype=np.uint8),
-            'label': tfds.features.ClassLabel(names=CLASS_NAMES),
-            'index': tfds.features.Tensor(shape=(), dtype=np.int32),
-            'subject': tfds.features.Tensor(shape=(), dtype=np.int32),
-        }),
-        supervised_keys=('image', 'label'),
-        metadata=tfds.core.MetadataDict(),
-    )
-
-  def _split_generators(self, dl_manager):
-    rows = _files(os.fspath(dl_manager.manual_dir))
-    images.start_counts(self.info.metadata)
-    return {'images': self._generate_examples('images', rows)}
-
-  def _generate_examples(self, split, rows):
-    return images.examples(self, split, rows)
+  SHAPE, CLASS_NAMES = SHAPE, CLASS_NAMES
+  EXTRA_FEATURES = {
+      'index': tfds.features.Tensor(shape=(), dtype=np.int32),
+      'subject': tfds.features.Tensor(shape=(), dtype=np.int32),
+  }
+  layout, files = staticmethod(layout), staticmethod(files)

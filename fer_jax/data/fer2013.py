@@ -18,7 +18,6 @@ import csv
 import os
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from fer_jax.data import images
 
@@ -104,45 +103,23 @@ def layout(manual_dir):
       'test/ of the Kaggle image layout')
 
 
-class Fer2013(tfds.core.GeneratorBasedBuilder):
+def files(manual_dir):
+  """{split: rows} from whichever layout `manual_dir` holds."""
+  if layout(manual_dir) == 'folders':
+    return _folder_files(manual_dir)
+  rows = collections.defaultdict(list)
+  for split, key, image, label in _csv_examples(
+      os.path.join(manual_dir, 'fer2013.csv')):
+    rows[split].append((key, image, {'label': label}))
+  if len(rows) != len(SPLITS):
+    raise images.BadInputError(
+        f'{manual_dir}/fer2013.csv: Usage values for {sorted(rows)}, '
+        f'expected all of {list(SPLITS)}')
+  return rows
+
+
+class Fer2013(images.ManualBuilder):
   """FER2013, 48x48x1 uint8, from fer2013.csv or the Kaggle image folders."""
-
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
-  layout = staticmethod(layout)
-
-  def __init__(self, *, skip_bad_images=False, **kwargs):
-    self.reader = images.ImageReader(SHAPE, skip_bad_images)
-    super().__init__(**kwargs)
-
-  def _info(self):
-    return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=SHAPE, dtype=np.uint8),
-            'label': tfds.features.ClassLabel(names=CLASS_NAMES),
-        }),
-        supervised_keys=('image', 'label'),
-        metadata=tfds.core.MetadataDict(),
-    )
-
-  def _split_generators(self, dl_manager):
-    manual_dir = os.fspath(dl_manager.manual_dir)
-    images.start_counts(self.info.metadata)
-    if layout(manual_dir) == 'folders':
-      rows = _folder_files(manual_dir)
-    else:
-      rows = collections.defaultdict(list)
-      for split, key, image, label in _csv_examples(
-          os.path.join(manual_dir, 'fer2013.csv')):
-        rows[split].append((key, image, {'label': label}))
-      if len(rows) != len(SPLITS):
-        raise images.BadInputError(
-            f'{manual_dir}/fer2013.csv: Usage values for {sorted(rows)}, '
-            f'expected all of {list(SPLITS)}')
-    return {split: self._generate_examples(split, rows[split])
-            for split in SPLITS.values()}
-
-  def _generate_examples(self, split, rows):
-    return images.examples(self, split, rows)
+  SHAPE, CLASS_NAMES = SHAPE, CLASS_NAMES
+  layout, files = staticmethod(layout), staticmethod(files)

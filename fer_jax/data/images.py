@@ -4,10 +4,12 @@ Every error names the file and what was expected. With `skip_bad=True` an
 unreadable, truncated or wrongly sized image is left out instead; the builders
 count it in the dataset info (`metadata['skipped']`).
 """
+import abc
 import os
 
 import numpy as np
 from PIL import Image
+import tensorflow_datasets as tfds
 
 
 class BadInputError(ValueError):
@@ -89,3 +91,55 @@ def examples(builder, split, rows):
       continue
     count(metadata, split, fields['label'], num_classes)
     yield key, {'image': image, **fields}
+
+
+class ManualBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
+  """A builder reading a hand-downloaded layout; subclasses say which.
+
+  Subclasses set SHAPE, CLASS_NAMES, EXTRA_FEATURES (name -> feature), the
+  docstring-as-instructions, and define `layout(manual_dir)` (raises on a
+  folder holding no known layout) and `files(manual_dir)` ({split: rows of
+  (key, image file or array, fields)}).
+  """
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'First release.'}
+  SHAPE: tuple[int, int, int]
+  CLASS_NAMES: tuple[str, ...]
+  EXTRA_FEATURES = {}
+
+  def __init__(self, *, skip_bad_images=False, **kwargs):
+    self.reader = ImageReader(self.SHAPE, skip_bad_images)
+    super().__init__(**kwargs)
+
+  @staticmethod
+  @abc.abstractmethod
+  def layout(manual_dir):
+    """Checks that `manual_dir` holds a layout this builder reads."""
+
+  @staticmethod
+  @abc.abstractmethod
+  def files(manual_dir):
+    """{split: [(key, image file or array, fields)]}, checked."""
+
+  def _info(self):
+    return self.dataset_info_from_configs(
+        description=self.MANUAL_DOWNLOAD_INSTRUCTIONS,
+        features=tfds.features.FeaturesDict({
+            # Raw tensors, not features.Image: encoding images in TFDS needs
+            # TensorFlow, which is not a dependency.
+            'image': tfds.features.Tensor(shape=self.SHAPE, dtype=np.uint8),
+            'label': tfds.features.ClassLabel(names=self.CLASS_NAMES),
+            **self.EXTRA_FEATURES,
+        }),
+        supervised_keys=('image', 'label'),
+        metadata=tfds.core.MetadataDict(),
+    )
+
+  def _split_generators(self, dl_manager):
+    files = self.files(os.fspath(dl_manager.manual_dir))
+    start_counts(self.info.metadata)
+    return {split: self._generate_examples(split, rows)
+            for split, rows in files.items()}
+
+  def _generate_examples(self, split, rows):
+    return examples(self, split, rows)

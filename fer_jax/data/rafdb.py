@@ -18,8 +18,6 @@ import collections
 import csv
 import os
 
-import numpy as np
-import tensorflow_datasets as tfds
 
 from fer_jax.data import images
 
@@ -127,39 +125,17 @@ def layout(manual_dir):
       'nor DATASET/ with train_labels.csv (Kaggle)')
 
 
-class Rafdb(tfds.core.GeneratorBasedBuilder):
+def files(manual_dir):
+  """{split: rows} from whichever layout `manual_dir` holds, keys unique."""
+  rows = (_official_files if layout(manual_dir) == 'official'
+          else _kaggle_files)(manual_dir)
+  images.check_unique(
+      (key, path) for split in rows.values() for key, path, _ in split)
+  return {split: rows[split] for split in SPLITS}
+
+
+class Rafdb(images.ManualBuilder):
   """RAF-DB basic, 100x100x3 uint8, from the official or the Kaggle layout."""
-
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
-  layout = staticmethod(layout)
-
-  def __init__(self, *, skip_bad_images=False, **kwargs):
-    self.reader = images.ImageReader(SHAPE, skip_bad_images)
-    super().__init__(**kwargs)
-
-  def _info(self):
-    return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=SHAPE, dtype=np.uint8),
-            'label': tfds.features.ClassLabel(names=CLASS_NAMES),
-        }),
-        supervised_keys=('image', 'label'),
-        metadata=tfds.core.MetadataDict(),
-    )
-
-  def _split_generators(self, dl_manager):
-    manual_dir = os.fspath(dl_manager.manual_dir)
-    read = (_official_files if layout(manual_dir) == 'official'
-            else _kaggle_files)
-    files = read(manual_dir)
-    images.check_unique(
-        (key, path) for rows in files.values() for key, path, _ in rows)
-    images.start_counts(self.info.metadata)
-    return {split: self._generate_examples(split, files[split])
-            for split in SPLITS}
-
-  def _generate_examples(self, split, rows):
-    return images.examples(self, split, rows)
+  SHAPE, CLASS_NAMES = SHAPE, CLASS_NAMES
+  layout, files = staticmethod(layout), staticmethod(files)

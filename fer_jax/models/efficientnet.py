@@ -15,6 +15,8 @@ sigmoid) -> 1x1 projection, with a residual and stochastic depth (drop rate
 0.2 * block index / 16) when the shape allows. 5,288,548 parameters with
 1000 classes.
 """
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -81,9 +83,9 @@ class EfficientNetB0(nn.Module):
 
   @nn.compact
   def __call__(self, x, train=False):
-    norm = lambda **k: nn.BatchNorm(use_running_average=not train,
-                                    momentum=self.bn_momentum,
-                                    epsilon=self.bn_epsilon, **k)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+                             momentum=self.bn_momentum,
+                             epsilon=self.bn_epsilon)
     pad = 'SAME' if self.padding == 'same' else layers.pytorch_pads((3, 3))
     x = layers.Conv(32, (3, 3), (2, 2), pad, use_bias=False,
                     kernel_init=he_fan_out, name='stem_conv')(x)

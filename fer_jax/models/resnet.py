@@ -6,6 +6,8 @@ torchvision's is "v1.5": the stride of a downsampling bottleneck is on its
 3x3 conv. Padding is PyTorch's symmetric k // 2; BatchNorm eps 1e-5, momentum
 0.1 (0.9 here). 25,557,032 parameters with 1000 classes.
 """
+import functools
+
 import flax.linen as nn
 
 from fer_jax.models import efficientnet
@@ -46,9 +48,9 @@ class ResNet50(nn.Module):
 
   @nn.compact
   def __call__(self, x, train=False):
-    norm = lambda **k: nn.BatchNorm(use_running_average=not train,
-                                    momentum=self.bn_momentum,
-                                    epsilon=self.bn_epsilon, **k)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+                             momentum=self.bn_momentum,
+                             epsilon=self.bn_epsilon)
     x = layers.Conv(64, (7, 7), (2, 2), layers.pytorch_pads((7, 7)),
                     use_bias=False, kernel_init=efficientnet.he_fan_out,
                     name='conv1')(x)
