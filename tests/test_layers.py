@@ -110,3 +110,21 @@ def test_max_pool_equals_flax_with_odd_sizes(window, stride, padding):
                          ((padding, padding), (padding, padding)))
   np.testing.assert_array_equal(layers.max_pool(x, window, stride, padding),
                                 expected)
+
+
+def test_depthwise_in_batch_chunks_equals_lax(monkeypatch):
+  # A budget of one image: 3 chunks, in the forward and both gradients.
+  monkeypatch.setattr(layers, '_DEPTHWISE_CHUNK_BYTES', 6 * 7 * 5 * 8)
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(rng.normal(size=(3, 6, 7, 5)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(3, 3, 1, 5)), jnp.float32)
+  pads = ((1, 1), (1, 1))
+  cotangent = jnp.asarray(rng.normal(size=(3, 6, 7, 5)), jnp.float32)
+
+  def grads(conv):
+    out, vjp = jax.vjp(lambda x, k: conv(x, k, (1, 1), pads), x, k)
+    return (out, *vjp(cotangent))
+
+  for ours, theirs in zip(grads(layers._cpu_depthwise),
+                          grads(layers._xla_depthwise)):
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
