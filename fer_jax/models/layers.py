@@ -20,9 +20,9 @@ def conv2d(x, kernel, strides=(1, 1), padding='SAME'):
   conv on a 2x2x512 map runs at ~1.5 GFLOP/s, the weight gradient on a
   22x22x128 map at ~19 GFLOP/s), so there the forward pass takes the
   formulation measured fastest for its shape (`_cpu_forward`), the input
-  gradient is computed as a forward convolution and the weight gradient as
-  cache-sized im2col matmuls (`_weight_grad`). The parameters are the same on
-  every platform.
+  gradient is computed as a forward convolution and, on large layers, the
+  weight gradient as cache-sized im2col matmuls (`_weight_grad`). The
+  parameters are the same on every platform.
   """
   strides, padding = tuple(strides), _pads(x.shape, kernel.shape, strides,
                                            padding)
