@@ -212,13 +212,9 @@ class Experiment:
         eval_step, model=self.model, num_classes=num_classes))
 
   def initial_state(self):
-    state = create_train_state(self.model, self.tx, self.data.input_shape,
-                               jax.random.key(self.config.seed),
-                               self.replicated)
-    if self.config.model.get('init_from'):
-      state = start_from(state, self.model, self.config.model.init_from,
-                         self.replicated)
-    return state
+    return create_train_state(self.model, self.tx, self.data.input_shape,
+                              jax.random.key(self.config.seed),
+                              self.replicated)
 
   def global_batch(self, local_batch):
     return jax.tree.map(
@@ -308,6 +304,8 @@ def train_and_evaluate(config, workdir):
   state = ex.initial_state()
   train_iter = iter(ex.data.train)
   history = []
+  if start is None and config.model.get('init_from'):
+    state = start_from(state, ex.model, config.model.init_from, ex.replicated)
   if start is not None:
     state, train_iter = checkpoint.restore_train(mngr, start, state,
                                                  train_iter)

@@ -48,7 +48,13 @@ def test_init_from_keeps_the_backbone_and_reinitialises_a_different_head(
   convert.save(variables, model_config, str(tmp_path / 'weights'))
   config = _small('effnet_b0_rafdb', rafdb_dir)
   config.model.init_from = str(tmp_path / 'weights')
-  state = train.Experiment(config).initial_state()
+  ex = train.Experiment(config)
+
+  def start(ex):
+    return train.start_from(ex.initial_state(), ex.model,
+                            config.model.init_from, ex.replicated)
+
+  state = start(ex)
   np.testing.assert_array_equal(state.params['block3']['depthwise_conv'][
       'kernel'], variables['params']['block3']['depthwise_conv']['kernel'])
   np.testing.assert_array_equal(state.batch_stats['head_bn']['var'],
@@ -57,4 +63,14 @@ def test_init_from_keeps_the_backbone_and_reinitialises_a_different_head(
   config.model.padding = 'symmetric'
   with pytest.raises(ValueError, match="config.model.padding='symmetric', "
                      "but the weights in .* need 'same'"):
-    train.Experiment(config).initial_state()
+    start(train.Experiment(config))
+  # Training starts from the weights, and a resumed run does not reload them.
+  config.model.padding = 'same'
+  state, history = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert len(history) == 1
+  moved = state.params['block3']['depthwise_conv']['kernel']
+  assert not np.array_equal(moved, variables['params']['block3'][
+      'depthwise_conv']['kernel'])
+  resumed, _ = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  np.testing.assert_array_equal(
+      resumed.params['block3']['depthwise_conv']['kernel'], moved)
