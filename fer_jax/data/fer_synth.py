@@ -12,9 +12,9 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-# FER2013's label order.
-CLASS_NAMES = ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise',
-               'neutral')
+from fer_jax.data import fer2013
+
+CLASS_NAMES = fer2013.CLASS_NAMES  # FER2013's label order
 # FER2013 train split's class counts, used as class proportions here.
 FER2013_TRAIN_COUNTS = (3995, 436, 4097, 7215, 4830, 3171, 4965)
 SPLITS = ('train', 'validation', 'test')

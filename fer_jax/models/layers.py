@@ -135,12 +135,20 @@ def _split(a, chunk):
   return a.reshape(a.shape[0] // chunk, chunk, *a.shape[1:])
 
 
+def _transposed_pads(kernel_shape, strides, padding):
+  """Padding under which the input gradient is a stride-1 convolution of the
+  output gradient with the flipped kernel; None where it is not."""
+  pads = tuple((k - 1 - lo, k - 1 - hi)
+               for k, (lo, hi) in zip(kernel_shape[:2], padding))
+  if strides != (1, 1) or min(min(p) for p in pads) < 0:
+    return None
+  return pads
+
+
 def _input_grad(x_shape, kernel, grad, strides, padding):
   """The input gradient; for stride 1, itself a (fast) forward convolution."""
-  kh, kw = kernel.shape[:2]
-  pads = ((kh - 1 - padding[0][0], kh - 1 - padding[0][1]),
-          (kw - 1 - padding[1][0], kw - 1 - padding[1][1]))
-  if strides != (1, 1) or min(min(p) for p in pads) < 0:
+  pads = _transposed_pads(kernel.shape, strides, padding)
+  if pads is None:
     conv = _cpu_forward(x_shape, kernel.shape, strides, padding)
     _, vjp = jax.vjp(lambda x: conv(x, kernel, strides, padding),
                      jnp.zeros(x_shape, grad.dtype))
@@ -232,9 +240,8 @@ def _cpu_depthwise_bwd(strides, padding, residuals, grad):
   kernel gradient: per-tap sums, accumulated over chunks of the batch."""
   x, kernel = residuals
   kh, kw = kernel.shape[:2]
-  pads = ((kh - 1 - padding[0][0], kh - 1 - padding[0][1]),
-          (kw - 1 - padding[1][0], kw - 1 - padding[1][1]))
-  if strides == (1, 1) and min(min(p) for p in pads) >= 0:
+  pads = _transposed_pads(kernel.shape, strides, padding)
+  if pads is not None:
     x_grad = _chunked_depthwise(grad, kernel[::-1, ::-1], strides, pads)
   else:
     _, vjp = jax.vjp(
