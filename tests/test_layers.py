@@ -15,6 +15,8 @@ def _lax_conv(x, kernel, strides, padding):
 @pytest.mark.parametrize('x_shape, kernel_shape, strides, padding', [
     ((2, 2, 2, 8), (3, 3, 8, 4), (1, 1), 'SAME'),  # shifted matmuls
     ((2, 4, 4, 6), (1, 1, 6, 5), (1, 1), 'SAME'),  # shifted matmuls, 1x1
+    ((2, 8, 8, 4), (1, 1, 4, 6), (2, 2), 'VALID'),  # 1x1, stride 2 (ResNet)
+    ((2, 9, 7, 1), (3, 3, 1, 4), (1, 1), 'SAME'),  # one input channel
     ((2, 9, 7, 3), (3, 3, 3, 5), (1, 1), 'SAME'),  # XLA forward
     ((2, 16, 16, 64), (3, 3, 64, 128), (1, 1), 'SAME'),  # im2col chunks
     ((2, 9, 7, 3), (3, 3, 3, 5), (2, 2), 'SAME'),
@@ -113,7 +115,7 @@ def test_max_pool_equals_flax_with_odd_sizes(window, stride, padding):
 
 
 def test_depthwise_in_batch_chunks_equals_lax(monkeypatch):
-  # A budget of one image: 3 chunks, in the forward and both gradients.
+  # A budget of one image: 3 chunks in the gradients.
   monkeypatch.setattr(layers, '_DEPTHWISE_CHUNK_BYTES', 6 * 7 * 5 * 8)
   rng = np.random.default_rng(5)
   x = jnp.asarray(rng.normal(size=(3, 6, 7, 5)), jnp.float32)
