@@ -130,3 +130,14 @@ def test_depthwise_in_batch_chunks_equals_lax(monkeypatch):
   for ours, theirs in zip(grads(layers._cpu_depthwise),
                           grads(layers._xla_depthwise)):
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_torch_dense_is_initialised_as_pytorch_linear():
+  # nn.Linear(256, 512): kernel and bias U(-1/16, 1/16), std 1/(16 sqrt 3).
+  params = layers.torch_dense(512, 256).init(jax.random.key(0),
+                                             jnp.zeros((1, 256)))['params']
+  for name, values in params.items():
+    values = np.asarray(values)
+    assert np.abs(values).max() <= 1 / 16, name
+    np.testing.assert_allclose(values.std(), 1 / (16 * np.sqrt(3)),
+                               rtol=0.1, err_msg=name)

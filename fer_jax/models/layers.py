@@ -12,6 +12,19 @@ from jax import lax
 conv_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
 
 
+def torch_dense(features, fan_in):
+  """`nn.Dense` initialised as PyTorch's `nn.Linear`: kernel and bias
+  U(-1/sqrt(fan_in), 1/sqrt(fan_in)). With flax's default (lecun normal, zero
+  bias) VGG19 at width 0.25 trailed the same model in PyTorch by about 5
+  points after 3 epochs of FER2013 (same batches, same optimiser step)."""
+  bound = fan_in ** -0.5
+
+  def bias_init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return nn.Dense(features, kernel_init=conv_init, bias_init=bias_init)
+
+
 def conv2d(x, kernel, strides=(1, 1), padding='SAME'):
   """NHWC x HWIO convolution: the one place the models convolve.
 
@@ -333,9 +346,9 @@ class SqueezeExcite(nn.Module):
   def __call__(self, x):
     channels = x.shape[-1]
     s = jnp.mean(x, axis=(1, 2))
-    s = nn.Dense(max(1, channels // self.reduction))(s)
-    s = ACTIVATIONS[self.activation](s)
-    s = nn.sigmoid(nn.Dense(channels)(s))
+    hidden = max(1, channels // self.reduction)
+    s = ACTIVATIONS[self.activation](torch_dense(hidden, channels)(s))
+    s = nn.sigmoid(torch_dense(channels, hidden)(s))
     return x * s[:, None, None, :]
 
 

@@ -84,11 +84,12 @@ class VGG(nn.Module):
     if self.head == 'dense':
       x = x.reshape(x.shape[0], -1)
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
-      return nn.Dense(self.num_classes)(x)
+      return layers.torch_dense(self.num_classes, x.shape[-1])(x)
     x = jnp.mean(x, axis=(1, 2), keepdims=True)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     x = layers.Conv(self.num_classes, (1, 1))(x)
-    return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
+    return layers.torch_dense(self.num_classes, self.num_classes)(
+        x.reshape(x.shape[0], -1))
 
   def __post_init__(self):
     for field, value, allowed in (
