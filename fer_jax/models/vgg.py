@@ -87,9 +87,8 @@ class VGG(nn.Module):
       return layers.torch_dense(self.num_classes, x.shape[-1])(x)
     x = jnp.mean(x, axis=(1, 2), keepdims=True)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    x = layers.Conv(self.num_classes, (1, 1))(x)
-    return layers.torch_dense(self.num_classes, self.num_classes)(
-        x.reshape(x.shape[0], -1))
+    x = layers.Conv(self.num_classes, (1, 1))(x).reshape(x.shape[0], -1)
+    return layers.torch_dense(self.num_classes, x.shape[-1])(x)
 
   def __post_init__(self):
     for field, value, allowed in (
