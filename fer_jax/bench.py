@@ -34,6 +34,7 @@ import numpy as np
 from configs import vgg19_fer2013
 from fer_jax import models
 from fer_jax.data import pipeline
+from fer_jax.models import layers
 from fer_jax.models import vgg
 from fer_jax import train
 
@@ -108,12 +109,14 @@ def time_model(name, mode, batch, steps, width=1.0):
   flops = 2 * macs * batch * (3 if mode == 'train' else 1)
   if mode == 'train':
     step = jax.jit(functools.partial(train.train_step, model=model, tx=tx,
-                                     lr_fn=lr_fn))
+                                     lr_fn=lr_fn),
+                   compiler_options=layers.compiler_options())
     key = jax.random.key(1)
     seconds = _median_seconds(lambda: step(state, batch_data, key), steps)
   elif mode == 'infer':
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    forward = jax.jit(lambda v, x: model.apply(v, x, train=False),
+                      compiler_options=layers.compiler_options())
     seconds = _median_seconds(
         lambda: forward(variables, batch_data['image']), steps)
   else:

@@ -22,6 +22,7 @@ from fer_jax import convert
 from fer_jax import metrics as metrics_lib
 from fer_jax import models
 from fer_jax.data import pipeline
+from fer_jax.models import layers
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -208,8 +209,10 @@ class Experiment:
     self.model = models.create(config.model, num_classes)
     self.lr_fn = learning_rate_fn(config, self.steps_per_epoch)
     self.tx = create_optimizer(config, self.lr_fn)
-    self.eval_step = jax.jit(functools.partial(
-        eval_step, model=self.model, num_classes=num_classes))
+    self.eval_step = jax.jit(
+        functools.partial(eval_step, model=self.model,
+                          num_classes=num_classes),
+        compiler_options=layers.compiler_options())
 
   def initial_state(self):
     return create_train_state(self.model, self.tx, self.data.input_shape,
@@ -316,7 +319,7 @@ def train_and_evaluate(config, workdir):
   step_fn = jax.jit(
       functools.partial(train_step, model=ex.model, tx=ex.tx, lr_fn=ex.lr_fn,
                         class_weights=ex.data.class_weights),
-      donate_argnums=0)
+      donate_argnums=0, compiler_options=layers.compiler_options())
   rng = jax.random.key(config.seed + 1)
   pending = []  # (step, device metrics) not yet fetched
 

@@ -18,7 +18,6 @@ def _lax_conv(x, kernel, strides, padding):
     ((2, 8, 8, 4), (1, 1, 4, 6), (2, 2), 'VALID'),  # 1x1, stride 2 (ResNet)
     ((2, 9, 7, 1), (3, 3, 1, 4), (1, 1), 'SAME'),  # one input channel
     ((2, 9, 7, 3), (3, 3, 3, 5), (1, 1), 'SAME'),  # XLA forward
-    ((2, 16, 16, 64), (3, 3, 64, 128), (1, 1), 'SAME'),  # im2col chunks
     ((2, 9, 7, 3), (3, 3, 3, 5), (2, 2), 'SAME'),
     ((2, 9, 7, 3), (5, 3, 3, 5), (2, 1), 'VALID'),
     ((2, 3, 3, 6), (3, 3, 6, 5), (1, 1), ((2, 0), (1, 1))),
@@ -41,37 +40,22 @@ def test_conv2d_equals_lax_conv_forward_and_both_gradients(
                                                     padding),
       expected, atol=1e-5)
   for ours, theirs in zip(grads(layers.conv2d), grads(_lax_conv)):
-    # Sums of up to 768 products of magnitude ~30: float32 rounding.
+    # float32 rounding of sums of products of magnitude ~30.
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize('batch, chunk_images', [(6, 4), (5, 2), (4, 1)])
-def test_weight_gradient_in_batch_chunks_equals_lax(monkeypatch, batch,
-                                                    chunk_images):
-  # A chunk budget of `chunk_images` images: 6 images in chunks of at most
-  # 4 give chunks of 3; a prime batch falls back to one image per chunk.
-  x_shape, kernel_shape = (batch, 5, 6, 3), (3, 3, 3, 4)
-  monkeypatch.setattr(layers, '_CHUNK_BYTES', chunk_images * 27 * 30 * 4)
-  rng = np.random.default_rng(2)
-  x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
-  kernel = jnp.asarray(rng.normal(size=kernel_shape), jnp.float32)
-  cotangent = jnp.asarray(rng.normal(size=(batch, 5, 6, 4)), jnp.float32)
-  pads = ((1, 1), (1, 1))
-
-  _, vjp = jax.vjp(lambda k: _lax_conv(x, k, (1, 1), pads), kernel)
-  np.testing.assert_allclose(
-      layers._weight_grad(x, cotangent, kernel_shape, (1, 1), pads),
-      vjp(cotangent)[0], rtol=1e-5, atol=1e-5)
-
-
-def test_cpu_formulation_takes_the_same_parameters_as_xla():
-  rng = np.random.default_rng(1)
-  x = jnp.asarray(rng.normal(size=(3, 2, 2, 4)), jnp.float32)
-  kernel = jnp.asarray(rng.normal(size=(3, 3, 4, 2)), jnp.float32)
-  pads = ((1, 1), (1, 1))
-  np.testing.assert_allclose(layers._cpu_conv(x, kernel, (1, 1), pads),
-                             layers._xla_conv(x, kernel, (1, 1), pads),
-                             atol=1e-5)
+def test_compiler_options_give_convolutions_to_xla_itself_on_cpu():
+  # The CPU formulations are chosen for XLA's own convolution: with the
+  # options it, not a YNNPACK fusion, runs them (an option this jaxlib did
+  # not know would fail to compile).
+  x = jnp.ones((4, 22, 22, 32))
+  kernel = jnp.ones((3, 3, 32, 32))
+  compiled = jax.jit(layers.conv2d,
+                     compiler_options=layers.compiler_options()).lower(
+                         x, kernel).compile().as_text()
+  default = jax.jit(layers.conv2d).lower(x, kernel).compile().as_text()
+  assert 'convolution(' in compiled and 'ynn_fusion' not in compiled
+  assert 'ynn_fusion' in default
 
 
 @pytest.mark.parametrize('x_shape, kernel, strides, padding', [

@@ -28,21 +28,36 @@ def torch_dense(features, fan_in):
 def conv2d(x, kernel, strides=(1, 1), padding='SAME'):
   """NHWC x HWIO convolution: the one place the models convolve.
 
-  On GPU and TPU this is `lax.conv_general_dilated`. On CPU, XLA's
-  convolutions are far from the machine's matmul rate for some shapes (a 3x3
-  conv on a 2x2x512 map runs at ~1.5 GFLOP/s, the weight gradient on a
-  22x22x128 map at ~19 GFLOP/s), so there the forward pass takes the
-  formulation measured fastest for its shape (`_cpu_forward`), the input
-  gradient is computed as a forward convolution and, on large layers, the
-  weight gradient as cache-sized im2col matmuls (`_weight_grad`). The
-  parameters are the same on every platform.
+  On GPU and TPU this is `lax.conv_general_dilated`. On CPU it takes the
+  formulation measured fastest for its shape (`_cpu_forward`), and its
+  gradients are that formulation's. The parameters are the same on every
+  platform. Jit with `compiler_options()`: XLA:CPU's default convolution is
+  far slower on these shapes.
   """
   strides, padding = tuple(strides), _pads(x.shape, kernel.shape, strides,
                                            padding)
+  cpu = _cpu_forward(x.shape, kernel.shape, strides, padding)
   return lax.platform_dependent(
       x, kernel,
-      cpu=functools.partial(_cpu_conv, strides=strides, padding=padding),
+      cpu=functools.partial(cpu, strides=strides, padding=padding),
       default=functools.partial(_xla_conv, strides=strides, padding=padding))
+
+
+def compiler_options():
+  """`jax.jit`'s compiler_options for the models on the default backend.
+
+  XLA:CPU hands convolutions to YNNPACK by default, which on the 2-core CPU
+  runs the VGG family's at 66-127 GFLOP/s (batch 128, 44x44, 64 -> 64: 253 ms
+  forward; 188 + 530 ms forward and both gradients as used before); its own
+  (Eigen) convolution, with this option, at 130-190 GFLOP/s (112 ms;
+  112 + 263 ms). Matrix products and reductions stay with YNNPACK. None off CPU.
+  """
+  if jax.default_backend() != 'cpu':
+    return None
+  # XLA's default list without INDIVIDUAL_CONVOLUTION (the option cannot
+  # remove one type from the default as the flag's '-' prefix does).
+  return {'xla_cpu_experimental_ynn_fusion_type':
+              'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
 
 
 def _pads(x_shape, kernel_shape, strides, padding):
@@ -85,64 +100,21 @@ def _out_pixels(x_shape, kernel_shape, strides, padding):
 
 
 def _cpu_forward(x_shape, kernel_shape, strides, padding):
-  """The faster forward on XLA:CPU for this shape (measured, batch 64-128).
+  """The faster formulation on XLA:CPU for this shape, gradients included
+  (measured with `compiler_options()`, batch 32-128).
 
-  XLA's convolution wins on maps of 5x5 and more (44x44x64: 281 ms vs 492 ms
-  at batch 128) but collapses on smaller ones (2x2x512: 1163 ms vs 17 ms) and
-  on one input channel (44x44x1 -> 64: 49 ms vs 27 ms), where the shifted
-  products are broadcast multiply-adds. From two input channels they are
-  real matmuls with a tiny contraction, and XLA's wins by far (EfficientNet's
-  stem, 224x224x3 -> 32 with stride 2 at batch 32, forward and weight
-  gradient: 1317 ms vs 150 ms). A 1x1 kernel is one matmul, which XLA's
-  convolution is far slower than (56x56, 144 -> 24 at batch 32: 68 ms vs
-  9 ms forward; 224 ms vs 43 ms with both gradients).
+  XLA's convolution wins from maps of 5x5 (44x44, 64 -> 64 at batch 128:
+  112 + 263 ms forward and both gradients, against 242 ms for the forward
+  alone as shifted products) but collapses on smaller ones (2x2x512: 1121 ms
+  forward vs 14 ms) and is slower on one input channel (44x44x1 -> 64: 14 ms
+  vs 3 ms), where the shifted products are broadcast multiply-adds. A 1x1
+  kernel is one matrix product.
   """
   if (kernel_shape[:2] == (1, 1)
       or _out_pixels(x_shape, kernel_shape, strides, padding) <= 16
       or kernel_shape[2] == 1):
     return _shifted_matmul_conv
   return _xla_conv
-
-
-# Weight-gradient chunks of about this many bytes of im2col columns: big
-# enough for full-speed matmuls, small enough to stay in a 32 MB L3 cache
-# (44x44, 64 -> 64 at batch 128: 391 ms in chunks of 4 images, 563 ms in one
-# piece, 756 ms by XLA; 22x22, 128 -> 128: 181 ms vs 282 ms vs 975 ms).
-_CHUNK_BYTES = 20 << 20
-
-
-def _chunked_weight_grad(x_shape, kernel_shape, strides, padding):
-  """Whether im2col chunks beat XLA's own weight gradient for this shape.
-
-  They do from about 16M multiply-adds per image (5x5, 256 -> 512: 50 ms vs
-  62 ms at batch 128); below, on narrow layers, XLA's is up to 4x faster
-  (44x44, 8 -> 8: 6 ms vs 24 ms at batch 64).
-  """
-  macs = (_out_pixels(x_shape, kernel_shape, strides, padding)
-          * kernel_shape[0] * kernel_shape[1] * kernel_shape[2]
-          * kernel_shape[3])
-  return macs >= 16e6
-
-
-def _weight_grad(x, grad, kernel_shape, strides, padding):
-  """The kernel gradient as im2col matmuls over chunks of the batch."""
-  taps_per_image = kernel_shape[0] * kernel_shape[1] * kernel_shape[2]
-  chunk = _chunk(x.shape[0],
-                 taps_per_image * grad.shape[1] * grad.shape[2] * 4,
-                 _CHUNK_BYTES)
-
-  def accumulate(total, chunk_of):
-    x, grad = chunk_of
-    columns = jnp.concatenate(
-        list(_taps(x, kernel_shape, strides, padding).values()), axis=-1)
-    # Transpose the gradient, not the 9x wider columns, for the matmul.
-    grad_t = grad.reshape(-1, grad.shape[-1]).T
-    return total + grad_t @ columns.reshape(-1, columns.shape[-1]), None
-
-  total, _ = lax.scan(
-      accumulate, jnp.zeros((kernel_shape[3], taps_per_image), grad.dtype),
-      (_split(x, chunk), _split(grad, chunk)))
-  return total.T.reshape(kernel_shape)
 
 
 def _chunk(batch, image_bytes, budget):
@@ -163,43 +135,6 @@ def _transposed_pads(kernel_shape, strides, padding):
   if strides != (1, 1) or min(min(p) for p in pads) < 0:
     return None
   return pads
-
-
-def _input_grad(x_shape, kernel, grad, strides, padding):
-  """The input gradient; for stride 1, itself a (fast) forward convolution."""
-  pads = _transposed_pads(kernel.shape, strides, padding)
-  if pads is None:
-    conv = _cpu_forward(x_shape, kernel.shape, strides, padding)
-    _, vjp = jax.vjp(lambda x: conv(x, kernel, strides, padding),
-                     jnp.zeros(x_shape, grad.dtype))
-    return vjp(grad)[0]
-  flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
-  conv = _cpu_forward(grad.shape, flipped.shape, strides, pads)
-  return conv(grad, flipped, strides, pads)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _cpu_conv(x, kernel, strides, padding):
-  conv = _cpu_forward(x.shape, kernel.shape, strides, padding)
-  return conv(x, kernel, strides, padding)
-
-
-def _cpu_conv_fwd(x, kernel, strides, padding):
-  return _cpu_conv(x, kernel, strides, padding), (x, kernel)
-
-
-def _cpu_conv_bwd(strides, padding, residuals, grad):
-  x, kernel = residuals
-  if _chunked_weight_grad(x.shape, kernel.shape, strides, padding):
-    kernel_grad = _weight_grad(x, grad, kernel.shape, strides, padding)
-  else:
-    conv = _cpu_forward(x.shape, kernel.shape, strides, padding)
-    _, vjp = jax.vjp(lambda k: conv(x, k, strides, padding), kernel)
-    kernel_grad, = vjp(grad)
-  return _input_grad(x.shape, kernel, grad, strides, padding), kernel_grad
-
-
-_cpu_conv.defvjp(_cpu_conv_fwd, _cpu_conv_bwd)
 
 
 def depthwise_conv2d(x, kernel, strides=(1, 1), padding='SAME'):
