@@ -44,6 +44,8 @@ def test_conv2d_equals_lax_conv_forward_and_both_gradients(
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.skipif(jax.default_backend() != 'cpu',
+                    reason='compiler options are for XLA:CPU only')
 def test_compiler_options_give_convolutions_to_xla_itself_on_cpu():
   # The CPU formulations are chosen for XLA's own convolution: with the
   # options it, not a YNNPACK fusion, runs them (an option this jaxlib did
