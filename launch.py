@@ -11,6 +11,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from fer_jax import hugepages
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None,
@@ -59,4 +61,5 @@ def parse_flags(argv):
 
 
 if __name__ == '__main__':
+  hugepages.reexec()
   app.run(main, flags_parser=parse_flags)

@@ -21,6 +21,7 @@ unless --batch is given, its own batch (128 at 44x44x1, 32 at 224x224x3).
 """
 import functools
 import json
+import os
 import statistics
 import time
 
@@ -32,6 +33,7 @@ import ml_collections
 import numpy as np
 
 from configs import vgg19_fer2013
+from fer_jax import hugepages
 from fer_jax import models
 from fer_jax.data import pipeline
 from fer_jax.models import layers
@@ -238,12 +240,13 @@ def main(argv):
         ref['ours_vs_torch'] = ours[0]['img_per_s'] / ref['img_per_s']
         records.append(ref)
   rate = matmul_gflops()
+  tunables = os.environ.get('GLIBC_TUNABLES')
   if _JSON.value:
-    print(json.dumps(records + [{'name': 'matmul', 'achieved_gflops': rate}],
-                     indent=1))
+    print(json.dumps(records + [{'name': 'matmul', 'achieved_gflops': rate,
+                                 'glibc_tunables': tunables}], indent=1))
     return
   print(f'{jax.devices()[0].platform}: {jax.device_count()} device(s); '
-        f'float32 matmul {rate:.0f} GFLOP/s')
+        f'float32 matmul {rate:.0f} GFLOP/s; GLIBC_TUNABLES={tunables}')
   for r in records:
     params = '' if r['params'] is None else f"{r['params']:>11,d} params"
     line = (f"{r['name']:26s} batch {r['batch']:4d} {r['input']:9s} "
@@ -257,4 +260,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  hugepages.reexec()
   app.run(main)

@@ -1,0 +1,40 @@
+"""Transparent huge pages for XLA's host buffers, set before the process starts.
+
+XLA:CPU mallocs each step's temporaries afresh: 95 MB at the demo config,
+about 1 GB for VGG19 at batch 128. glibc serves allocations above 32 MB with
+mmap and gives them back with munmap, so every step faults in fresh 4 KiB
+pages: 23,000 faults and 55 ms of kernel time per demo step on a 2-core CPU.
+With the glibc tunable `glibc.malloc.hugetlb=1` (glibc >= 2.35) malloc
+advises the kernel to back these maps with 2 MiB pages (MADV_HUGEPAGE, which
+the default THP setting `madvise` honours): 450 faults a step, and measured
+here the demo's train step is 26% faster, EfficientNet-B0's 35%, VGG19's 8%.
+
+Tunables are read once, when the process starts, so the entry points
+(`launch.py`, `python -m fer_jax.bench`) re-execute themselves with the
+variable set before importing JAX. The setting concerns host memory only; on
+GPU hosts it is harmless. Other C libraries, and older glibc, ignore it.
+"""
+import os
+import sys
+
+TUNABLE = 'glibc.malloc.hugetlb=1'
+
+
+def environment(env):
+  """`env` with TUNABLE added to GLIBC_TUNABLES; None if already there."""
+  tunables = env.get('GLIBC_TUNABLES', '')
+  if 'glibc.malloc.hugetlb=' in tunables:  # set already, or by the user
+    return None
+  return {**env, 'GLIBC_TUNABLES': ':'.join(filter(None, [tunables, TUNABLE]))}
+
+
+def reexec():
+  """Re-executes this process's command line with TUNABLE, at most once.
+
+  Call it first thing under `if __name__ == '__main__'`: the work done
+  before it is done again. Set GLIBC_TUNABLES=glibc.malloc.hugetlb=0 to opt
+  out.
+  """
+  env = environment(os.environ)
+  if sys.platform == 'linux' and env is not None:
+    os.execve(sys.executable, sys.orig_argv, env)
