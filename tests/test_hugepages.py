@@ -5,8 +5,6 @@ import sys
 
 import pytest
 
-from fer_jax import hugepages
-
 _PRINT_AFTER_REEXEC = ('from fer_jax import hugepages; print("started"); '
                        'hugepages.reexec(); '
                        'import os; print(os.environ["GLIBC_TUNABLES"])')
