@@ -118,6 +118,88 @@ def test_depthwise_in_batch_chunks_equals_lax(monkeypatch):
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
+def _autodiff_batch_norm_act(x, scale, bias, slope, epsilon):
+  mean = jnp.mean(x, axis=(0, 1, 2))
+  var = jnp.mean(x * x, axis=(0, 1, 2)) - mean * mean
+  z = (x - mean) / jnp.sqrt(var + epsilon) * scale + bias
+  return jnp.where(z >= 0, z, slope * z), mean, var
+
+
+def test_batch_norm_act_gradient_equals_autodiff():
+  rng = np.random.default_rng(6)
+  normal = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
+  x = normal(3, 5, 7, 4) * 2 + 1
+  params = (x, normal(4), normal(4), normal(4))
+  cotangents = (normal(3, 5, 7, 4), normal(4), normal(4))
+  ours, theirs = [jax.vjp(lambda *p: f(*p, 1e-3), *params)
+                  for f in (layers.batch_norm_act, _autodiff_batch_norm_act)]
+  for a, b in zip(ours[0], theirs[0]):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  for a, b in zip(ours[1](cotangents), theirs[1](cotangents)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('activation', [None, 'relu', 'prelu'])
+def test_batch_norm_equals_flax_batch_norm_then_activation(activation):
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
+  class Reference(nn.Module):
+    @nn.compact
+    def __call__(self, x, train):
+      x = nn.BatchNorm(not train, momentum=0.9)(x)
+      if activation == 'prelu':
+        return layers.PReLU()(x)
+      return nn.relu(x) if activation == 'relu' else x
+
+  rng = np.random.default_rng(7)
+  x = jnp.asarray(rng.normal(size=(4, 3, 5, 6)) * 3 - 1, jnp.float32)
+  cotangent = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+  ours = layers.BatchNorm(False, momentum=0.9, activation=activation)
+  variables = ours.init(jax.random.key(0), x)
+  bn = {k: v for k, v in variables['params'].items() if k != 'slope'}
+  # Non-trivial parameters and running statistics.
+  bn = jax.tree.map(lambda v: v + jnp.arange(6) / 7, bn)
+  stats = jax.tree.map(lambda v: v + jnp.arange(6) / 5,
+                       variables['batch_stats'])
+  slope = {'slope': jnp.linspace(-0.5, 0.7, 6)}
+  theirs = {'params': {'BatchNorm_0': bn}, 'batch_stats': {
+      'BatchNorm_0': stats}}
+  variables = {'params': bn, 'batch_stats': stats}
+  if activation == 'prelu':
+    theirs['params']['PReLU_0'] = slope
+    variables['params'] = {**bn, **slope}
+
+  def train(apply, variables):
+    def loss(params):
+      out, updates = apply({**variables, 'params': params}, x)
+      return jnp.sum(out * cotangent), (out, updates['batch_stats'])
+    return jax.grad(loss, has_aux=True)(variables['params'])
+
+  grads, (out, new_stats) = train(
+      lambda v, x: ours.apply(v, x, mutable=['batch_stats']), variables)
+  ref_grads, (ref_out, ref_stats) = train(
+      lambda v, x: Reference().apply(v, x, True, mutable=['batch_stats']),
+      theirs)
+  np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5)
+  for name in ('mean', 'var'):
+    np.testing.assert_allclose(new_stats[name],
+                               ref_stats['BatchNorm_0'][name], rtol=1e-6)
+  for name in ('scale', 'bias'):
+    np.testing.assert_allclose(grads[name], ref_grads['BatchNorm_0'][name],
+                               rtol=1e-4, atol=1e-5)
+  if activation == 'prelu':
+    np.testing.assert_allclose(grads['slope'], ref_grads['PReLU_0']['slope'],
+                               rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+      layers.BatchNorm(True, activation=activation).apply(variables, x),
+      Reference().apply(theirs, x, False), rtol=1e-5, atol=1e-5)
+
+
+def test_batch_norm_rejects_an_unknown_activation():
+  with pytest.raises(ValueError, match="activation='gelu'"):
+    layers.BatchNorm(False, activation='gelu')
+
+
 def test_torch_dense_is_initialised_as_pytorch_linear():
   # nn.Linear(256, 512): kernel and bias U(-1/16, 1/16), std 1/(16 sqrt 3).
   params = layers.torch_dense(512, 256).init(jax.random.key(0),

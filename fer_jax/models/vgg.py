@@ -13,6 +13,8 @@ flatten -> Dropout(0.5) -> Dense(512 -> 7): 20,037,831 parameters at 44x44x1.
     per stage would give 20.52M.
   * PReLU slopes: one per channel (PyTorch's `nn.PReLU(channels)`), which is
     what the 20.7M count admits; a shared slope changes it by 5.5k only.
+    With BatchNorm they are `BatchNorm_k/slope`: `layers.BatchNorm` applies
+    the activation itself, for a cheaper gradient.
   * Skip geometry. Stage outputs are taken after their max pool (44x44 input:
     x1 22x22x64, x2 11x11x128, x3 5x5x256, x4 2x2x512). "The shallow feature is
     cropped to the size of the deep feature and concatenated": stage 4 takes
@@ -56,9 +58,12 @@ class VGG(nn.Module):
     x = layers.Conv(features)(x)
     if self.use_bn:
       # PyTorch's BatchNorm2d defaults: momentum 0.1 (0.9 here), eps 1e-5.
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                       epsilon=1e-5)(x)
-    x = layers.PReLU()(x) if self.activation == 'prelu' else nn.relu(x)
+      x = layers.BatchNorm(use_running_average=not train, momentum=0.9,
+                           epsilon=1e-5, activation=self.activation)(x)
+    elif self.activation == 'prelu':
+      x = layers.PReLU()(x)
+    else:
+      x = nn.relu(x)
     if self.use_se:
       x = layers.SqueezeExcite(self.se_reduction, self.se_activation)(x)
     return x
