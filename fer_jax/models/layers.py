@@ -322,7 +322,7 @@ def _batch_norm_act_bwd(epsilon, residuals, cotangents):
   n = x.size // x.shape[-1]
   rstd = lax.rsqrt(var + epsilon)
   centred = x - mean
-  z = centred * (scale * rstd) + bias
+  z = _normalise(x, mean, var, scale, bias, epsilon)
   grad_z = jnp.where(z < 0, slope * grad, grad)
   grad_slope = _channel_sum(jnp.where(z < 0, grad * z, 0.))
   grad_bias = _channel_sum(grad_z)
