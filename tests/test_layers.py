@@ -14,6 +14,8 @@ def _lax_conv(x, kernel, strides, padding):
 
 @pytest.mark.parametrize('x_shape, kernel_shape, strides, padding', [
     ((2, 2, 2, 8), (3, 3, 8, 4), (1, 1), 'SAME'),  # shifted matmuls
+    ((2, 1, 1, 8), (3, 3, 8, 4), (1, 1), 'SAME'),  # 8 taps on padding only
+    ((2, 6, 5, 4), (3, 3, 4, 6), (2, 2), 'SAME'),  # strided, pads (0,1) (1,1)
     ((2, 4, 4, 6), (1, 1, 6, 5), (1, 1), 'SAME'),  # shifted matmuls, 1x1
     ((2, 8, 8, 4), (1, 1, 4, 6), (2, 2), 'VALID'),  # 1x1, stride 2 (ResNet)
     ((2, 9, 7, 1), (3, 3, 1, 4), (1, 1), 'SAME'),  # one input channel
