@@ -100,6 +100,23 @@ def test_max_pool_equals_flax_with_odd_sizes(window, stride, padding):
                          ((padding, padding), (padding, padding)))
   np.testing.assert_array_equal(layers.max_pool(x, window, stride, padding),
                                 expected)
+  cotangent = jnp.asarray(
+      np.random.default_rng(5).normal(size=expected.shape), jnp.float32)
+  grads = [jax.grad(lambda x: jnp.sum(pool(x) * cotangent))(x) for pool in (
+      lambda x: layers.max_pool(x, window, stride, padding),
+      lambda x: nn.max_pool(x, (window, window), (stride, stride),
+                            ((padding, padding), (padding, padding))))]
+  np.testing.assert_array_equal(*grads)
+
+
+def test_max_pool_gradient_goes_to_the_first_of_tied_maxima():
+  x = jnp.zeros((1, 5, 4, 2)).at[0, 3, 1].set(1.)
+  grad = jax.grad(lambda x: jnp.sum(layers.max_pool(x, 2)))(x)
+  expected = np.zeros((1, 5, 4, 2), np.float32)
+  expected[0, 0:4:2, 0:4:2] = 1.  # ties: the top-left element of each window
+  expected[0, 2:4, 0:2] = 0.
+  expected[0, 3, 1] = 1.  # the one maximum of its window
+  np.testing.assert_array_equal(grad, expected)
 
 
 def test_depthwise_in_batch_chunks_equals_lax(monkeypatch):
