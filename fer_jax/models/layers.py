@@ -469,9 +469,13 @@ def max_pool(x, window, stride=None, padding=0):
   return _max_of_windows(x, window, stride)
 
 
+def _pool_windows(x, window, stride):
+  return _taps(x, (window, window), (stride, stride), ((0, 0), (0, 0)))
+
+
 def _max_of_windows(x, window, stride):
-  return functools.reduce(jnp.maximum, _taps(
-      x, (window, window), (stride, stride), ((0, 0), (0, 0))).values())
+  return functools.reduce(jnp.maximum,
+                          _pool_windows(x, window, stride).values())
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -494,8 +498,7 @@ def _tiled_max_pool_bwd(window, residuals, grad):
   x, y = residuals
   taken = jnp.zeros(y.shape, bool)
   grads = {}
-  for tap, window_of_x in _taps(x, (window, window), (window, window),
-                                ((0, 0), (0, 0))).items():
+  for tap, window_of_x in _pool_windows(x, window, window).items():
     first = (window_of_x == y) & ~taken
     taken = taken | first
     grads[tap] = jnp.where(first, grad, 0.)
