@@ -12,20 +12,29 @@ def _lax_conv(x, kernel, strides, padding):
                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
-@pytest.mark.parametrize('x_shape, kernel_shape, strides, padding', [
-    ((2, 2, 2, 8), (3, 3, 8, 4), (1, 1), 'SAME'),  # valid-tap products
-    ((2, 1, 1, 8), (3, 3, 8, 4), (1, 1), 'SAME'),  # 8 taps on padding only
-    ((2, 6, 5, 4), (3, 3, 4, 6), (2, 2), 'SAME'),  # strided, pads (0,1) (1,1)
-    ((2, 4, 4, 6), (1, 1, 6, 5), (1, 1), 'SAME'),  # 1x1: one product
-    ((2, 8, 8, 4), (1, 1, 4, 6), (2, 2), 'VALID'),  # 1x1, stride 2 (ResNet)
-    ((2, 9, 7, 1), (3, 3, 1, 4), (1, 1), 'SAME'),  # one input channel
-    ((2, 9, 7, 3), (3, 3, 3, 5), (1, 1), 'SAME'),  # XLA forward
-    ((2, 9, 7, 3), (3, 3, 3, 5), (2, 2), 'SAME'),
-    ((2, 9, 7, 3), (5, 3, 3, 5), (2, 1), 'VALID'),
-    ((2, 3, 3, 6), (3, 3, 6, 5), (1, 1), ((2, 0), (1, 1))),
+@pytest.mark.parametrize('x_shape, kernel_shape, strides, padding, path', [
+    ((2, 2, 2, 8), (3, 3, 8, 4), (1, 1), 'SAME', 'valid_taps'),
+    ((2, 1, 1, 8), (3, 3, 8, 4), (1, 1), 'SAME', 'valid_taps'),  # 8 taps on
+    # padding only
+    ((2, 6, 5, 4), (3, 3, 4, 6), (2, 2), 'SAME', 'valid_taps'),  # pads (0,1)
+    # (1,1)
+    ((2, 4, 4, 6), (1, 1, 6, 5), (1, 1), 'SAME', 'valid_taps'),  # 1x1
+    ((2, 8, 8, 4), (1, 1, 4, 6), (2, 2), 'VALID', 'valid_taps'),  # ResNet's
+    ((2, 9, 7, 1), (3, 3, 1, 4), (1, 1), 'SAME', 'shifted_matmul'),
+    ((2, 9, 7, 3), (3, 3, 3, 5), (1, 1), 'SAME', 'column_pairs'),  # odd width
+    ((2, 5, 8, 2), (3, 2, 2, 3), (1, 1), ((1, 0), (0, 1)), 'column_pairs'),
+    ((2, 5, 9, 3), (2, 5, 3, 4), (1, 1), 'VALID', 'column_pairs'),
+    ((2, 9, 7, 9), (3, 3, 9, 5), (1, 1), 'SAME', 'xla'),
+    ((2, 9, 7, 3), (3, 3, 3, 5), (2, 2), 'SAME', 'xla'),
+    ((2, 9, 7, 3), (5, 3, 3, 5), (2, 1), 'VALID', 'valid_taps'),  # 3x5 out
+    ((2, 5, 5, 9), (3, 3, 9, 5), (1, 1), ((2, 0), (1, 1)), 'xla'),
 ])
 def test_conv2d_equals_lax_conv_forward_and_both_gradients(
-    x_shape, kernel_shape, strides, padding):
+    x_shape, kernel_shape, strides, padding, path):
+  assert layers._cpu_forward(
+      x_shape, kernel_shape, strides,
+      layers._pads(x_shape, kernel_shape, strides, padding)) is getattr(
+          layers, f'_{path}_conv')
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=kernel_shape), jnp.float32)
