@@ -20,7 +20,7 @@ def _lax_conv(x, kernel, strides, padding):
     # (1,1)
     ((2, 4, 4, 6), (1, 1, 6, 5), (1, 1), 'SAME', 'valid_taps'),  # 1x1
     ((2, 8, 8, 4), (1, 1, 4, 6), (2, 2), 'VALID', 'valid_taps'),  # ResNet's
-    ((2, 9, 7, 1), (3, 3, 1, 4), (1, 1), 'SAME', 'shifted_matmul'),
+    ((2, 9, 7, 1), (3, 3, 1, 4), (1, 1), 'SAME', 'one_channel'),
     ((2, 9, 7, 3), (3, 3, 3, 5), (1, 1), 'SAME', 'column_pairs'),  # odd width
     ((2, 5, 8, 2), (3, 2, 2, 3), (1, 1), ((1, 0), (0, 1)), 'column_pairs'),
     ((2, 5, 9, 3), (2, 5, 3, 4), (1, 1), 'VALID', 'column_pairs'),
