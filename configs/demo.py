@@ -4,7 +4,7 @@ Run:      python launch.py --config=configs/demo.py
 Hardware: a 2-core CPU, under 10 minutes including compilation; rerunning
           with the same --workdir resumes (or, when done, just reports).
 Expect:   fer_synth test ten-crop accuracy about 98%, selected on validation
-          (measured: 98.0% in 2 min 11 s on a 2-core AVX-512 CPU; 3 min
+          (measured: 98.0% in 2 min 11-18 s on a 2-core AVX-512 CPU; 3 min
           21 s on an older 2-core AVX2 one).
 Sources:  configs/uvgg_fer2013.py (the paper's recipe), scaled down: width
           1/8, 8 epochs, batch 64, cosine decay of the paper's lr 0.01 so that
