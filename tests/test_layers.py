@@ -14,10 +14,10 @@ def _lax_conv(x, kernel, strides, padding):
 
 @pytest.mark.parametrize('x_shape, kernel_shape, strides, padding, path', [
     ((2, 2, 2, 8), (3, 3, 8, 4), (1, 1), 'SAME', 'valid_taps'),
-    ((2, 1, 1, 8), (3, 3, 8, 4), (1, 1), 'SAME', 'valid_taps'),  # 8 taps on
-    # padding only
-    ((2, 6, 5, 4), (3, 3, 4, 6), (2, 2), 'SAME', 'valid_taps'),  # pads (0,1)
-    # (1,1)
+    # A 1x1 map: 8 of the 9 taps fall on padding only.
+    ((2, 1, 1, 8), (3, 3, 8, 4), (1, 1), 'SAME', 'valid_taps'),
+    # Stride 2 with uneven SAME pads, (0, 1) and (1, 1).
+    ((2, 6, 5, 4), (3, 3, 4, 6), (2, 2), 'SAME', 'valid_taps'),
     ((2, 4, 4, 6), (1, 1, 6, 5), (1, 1), 'SAME', 'valid_taps'),  # 1x1
     ((2, 8, 8, 4), (1, 1, 4, 6), (2, 2), 'VALID', 'valid_taps'),  # ResNet's
     ((2, 9, 7, 1), (3, 3, 1, 4), (1, 1), 'SAME', 'one_channel'),
@@ -101,7 +101,8 @@ def test_depthwise_conv_equals_grouped_lax_conv_and_gradients(
 
 
 @pytest.mark.parametrize('window, stride, padding', [(2, 2, 0), (3, 2, 1)])
-def test_max_pool_and_its_gradient_equal_flax_with_odd_sizes(window, stride, padding):
+def test_max_pool_and_its_gradient_equal_flax_with_odd_sizes(
+    window, stride, padding):
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 11, 9, 3)),
                   jnp.float32)
