@@ -36,7 +36,7 @@ from configs import vgg19_fer2013
 from fer_jax import hugepages
 from fer_jax import models
 from fer_jax.data import pipeline
-from fer_jax.models import layers
+from fer_jax.models import cpu_conv
 from fer_jax.models import vgg
 from fer_jax import train
 
@@ -112,13 +112,13 @@ def time_model(name, mode, batch, steps, width=1.0):
   if mode == 'train':
     step = jax.jit(functools.partial(train.train_step, model=model, tx=tx,
                                      lr_fn=lr_fn),
-                   compiler_options=layers.compiler_options())
+                   compiler_options=cpu_conv.compiler_options())
     key = jax.random.key(1)
     seconds = _median_seconds(lambda: step(state, batch_data, key), steps)
   elif mode == 'infer':
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     forward = jax.jit(lambda v, x: model.apply(v, x, train=False),
-                      compiler_options=layers.compiler_options())
+                      compiler_options=cpu_conv.compiler_options())
     seconds = _median_seconds(
         lambda: forward(variables, batch_data['image']), steps)
   else:

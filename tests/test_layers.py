@@ -4,7 +4,10 @@ from jax import lax
 import numpy as np
 import pytest
 
+from fer_jax.models import batch_norm
+from fer_jax.models import cpu_conv
 from fer_jax.models import layers
+from fer_jax.models import pooling
 
 
 def _lax_conv(x, kernel, strides, padding):
@@ -31,10 +34,10 @@ def _lax_conv(x, kernel, strides, padding):
 ])
 def test_conv2d_equals_lax_conv_forward_and_both_gradients(
     x_shape, kernel_shape, strides, padding, path):
-  assert layers._cpu_forward(
+  assert cpu_conv._cpu_forward(
       x_shape, kernel_shape, strides,
-      layers._pads(x_shape, kernel_shape, strides, padding)) is getattr(
-          layers, f'_{path}_conv')
+      cpu_conv.pads(x_shape, kernel_shape, strides, padding)) is getattr(
+          cpu_conv, f'_{path}_conv')
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=kernel_shape), jnp.float32)
@@ -47,10 +50,10 @@ def test_conv2d_equals_lax_conv_forward_and_both_gradients(
         argnums=(0, 1)))(x, kernel)
 
   np.testing.assert_allclose(
-      jax.jit(layers.conv2d, static_argnums=(2, 3))(x, kernel, strides,
+      jax.jit(cpu_conv.conv2d, static_argnums=(2, 3))(x, kernel, strides,
                                                     padding),
       expected, atol=1e-5)
-  for ours, theirs in zip(grads(layers.conv2d), grads(_lax_conv)):
+  for ours, theirs in zip(grads(cpu_conv.conv2d), grads(_lax_conv)):
     # float32 rounding of sums of products of magnitude ~30.
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
 
@@ -63,10 +66,10 @@ def test_compiler_options_give_convolutions_to_xla_itself_on_cpu():
   # not know would fail to compile).
   x = jnp.ones((4, 22, 22, 32))
   kernel = jnp.ones((3, 3, 32, 32))
-  compiled = jax.jit(layers.conv2d,
-                     compiler_options=layers.compiler_options()).lower(
+  compiled = jax.jit(cpu_conv.conv2d,
+                     compiler_options=cpu_conv.compiler_options()).lower(
                          x, kernel).compile().as_text()
-  default = jax.jit(layers.conv2d).lower(x, kernel).compile().as_text()
+  default = jax.jit(cpu_conv.conv2d).lower(x, kernel).compile().as_text()
   assert 'convolution(' in compiled and 'ynn_fusion' not in compiled
   assert 'ynn_fusion' in default
 
@@ -89,7 +92,7 @@ def test_depthwise_conv_equals_grouped_lax_conv_and_gradients(
         feature_group_count=x.shape[-1])
 
   def ours(x, k):
-    return layers.depthwise_conv2d(x, k, strides, padding)
+    return cpu_conv.depthwise_conv2d(x, k, strides, padding)
 
   expected = lax_depthwise(x, k)
   np.testing.assert_allclose(jax.jit(ours)(x, k), expected, atol=1e-5)
@@ -108,12 +111,12 @@ def test_max_pool_and_its_gradient_equal_flax_with_odd_sizes(
                   jnp.float32)
   expected = nn.max_pool(x, (window, window), (stride, stride),
                          ((padding, padding), (padding, padding)))
-  np.testing.assert_array_equal(layers.max_pool(x, window, stride, padding),
+  np.testing.assert_array_equal(pooling.max_pool(x, window, stride, padding),
                                 expected)
   cotangent = jnp.asarray(
       np.random.default_rng(5).normal(size=expected.shape), jnp.float32)
   grads = [jax.grad(lambda x: jnp.sum(pool(x) * cotangent))(x) for pool in (
-      lambda x: layers.max_pool(x, window, stride, padding),
+      lambda x: pooling.max_pool(x, window, stride, padding),
       lambda x: nn.max_pool(x, (window, window), (stride, stride),
                             ((padding, padding), (padding, padding))))]
   np.testing.assert_array_equal(*grads)
@@ -121,7 +124,7 @@ def test_max_pool_and_its_gradient_equal_flax_with_odd_sizes(
 
 def test_max_pool_gradient_goes_to_the_first_of_tied_maxima():
   x = jnp.zeros((1, 5, 4, 2)).at[0, 3, 1].set(1.)
-  grad = jax.grad(lambda x: jnp.sum(layers.max_pool(x, 2)))(x)
+  grad = jax.grad(lambda x: jnp.sum(pooling.max_pool(x, 2)))(x)
   expected = np.zeros((1, 5, 4, 2), np.float32)
   expected[0, 0:4:2, 0:4:2] = 1.  # ties: the top-left element of each window
   expected[0, 2:4, 0:2] = 0.
@@ -131,7 +134,7 @@ def test_max_pool_gradient_goes_to_the_first_of_tied_maxima():
 
 def test_depthwise_in_batch_chunks_equals_lax(monkeypatch):
   # A budget of one image: 3 chunks in the gradients.
-  monkeypatch.setattr(layers, '_DEPTHWISE_CHUNK_BYTES', 6 * 7 * 5 * 8)
+  monkeypatch.setattr(cpu_conv, '_DEPTHWISE_CHUNK_BYTES', 6 * 7 * 5 * 8)
   rng = np.random.default_rng(5)
   x = jnp.asarray(rng.normal(size=(3, 6, 7, 5)), jnp.float32)
   k = jnp.asarray(rng.normal(size=(3, 3, 1, 5)), jnp.float32)
@@ -142,8 +145,8 @@ def test_depthwise_in_batch_chunks_equals_lax(monkeypatch):
     out, vjp = jax.vjp(lambda x, k: conv(x, k, (1, 1), pads), x, k)
     return (out, *vjp(cotangent))
 
-  for ours, theirs in zip(grads(layers._cpu_depthwise),
-                          grads(layers._xla_depthwise)):
+  for ours, theirs in zip(grads(cpu_conv._cpu_depthwise),
+                          grads(cpu_conv._xla_depthwise)):
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
@@ -161,7 +164,7 @@ def test_batch_norm_act_gradient_equals_autodiff():
   params = (x, normal(4), normal(4), normal(4))
   cotangents = (normal(3, 5, 7, 4), normal(4), normal(4))
   ours, theirs = [jax.vjp(lambda *p: f(*p, 1e-3), *params)
-                  for f in (layers.batch_norm_act, _autodiff_batch_norm_act)]
+                  for f in (batch_norm.batch_norm_act, _autodiff_batch_norm_act)]
   for a, b in zip(ours[0], theirs[0]):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
   for a, b in zip(ours[1](cotangents), theirs[1](cotangents)):

@@ -12,6 +12,7 @@ import flax.linen as nn
 
 from fer_jax.models import efficientnet
 from fer_jax.models import layers
+from fer_jax.models import pooling
 
 STAGES = ((64, 3), (128, 4), (256, 6), (512, 3))  # (width, bottlenecks)
 
@@ -55,7 +56,7 @@ class ResNet50(nn.Module):
                     use_bias=False, kernel_init=efficientnet.he_fan_out,
                     name='conv1')(x)
     x = nn.relu(norm(name='bn1')(x))
-    x = layers.max_pool(x, 3, 2, padding=1)
+    x = pooling.max_pool(x, 3, 2, padding=1)
     for stage, (width, blocks) in enumerate(STAGES):
       for i in range(blocks):
         x = Bottleneck(width, 2 if stage and not i else 1, norm,

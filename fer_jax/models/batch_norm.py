@@ -1,0 +1,74 @@
+"""Training-mode BatchNorm fused with the activation after it, with a
+hand-written gradient (`batch_norm_act`); `layers.BatchNorm` is its Flax
+module. `tests/test_layers.py` compares it with autodiff of the plain
+composition, forward and gradients.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def _channel_sum(x):
+  return jnp.sum(x, axis=tuple(range(x.ndim - 1)))
+
+
+def _batch_stats(x):
+  # E[x^2] - E[x]^2, flax's `use_fast_variance`: one pass over x.
+  n = x.size // x.shape[-1]
+  mean = _channel_sum(x) / n
+  return mean, jnp.maximum(0., _channel_sum(x * x) / n - mean * mean)
+
+
+def normalise(x, mean, var, scale, bias, epsilon):
+  return (x - mean) * (scale * lax.rsqrt(var + epsilon)) + bias
+
+
+def leaky(z, slope):
+  return jnp.where(z < 0, slope * z, z)
+
+
+def _batch_norm_act_fwd(x, scale, bias, slope, epsilon):
+  mean, var = _batch_stats(x)
+  out = leaky(normalise(x, mean, var, scale, bias, epsilon), slope)
+  return (out, mean, var), (x, mean, var, scale, bias, slope)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def batch_norm_act(x, scale, bias, slope, epsilon):
+  """Training-mode BatchNorm over all axes but the last, then a leaky
+  activation with one slope per channel (0: ReLU, a parameter: PReLU, 1:
+  none). Returns (output, batch mean, batch variance).
+
+  Its gradient is written by hand: two passes over the activations (the
+  reductions, then the input gradient, both recomputing the normalised
+  input) where autodiff of BatchNorm then the activation makes about twice
+  as many. The
+  U-VGG19 demo train step (width 1/8, batch 64, 2-core CPU): 1423 -> 1508
+  images/s, medians of 10 interleaved runs (the BatchNorm alone, 44x44x8:
+  1.06 -> 0.81 ms forward and backward).
+  """
+  return _batch_norm_act_fwd(x, scale, bias, slope, epsilon)[0]
+
+
+def _batch_norm_act_bwd(epsilon, residuals, cotangents):
+  x, mean, var, scale, bias, slope = residuals
+  grad, grad_mean, grad_var = cotangents
+  n = x.size // x.shape[-1]
+  rstd = lax.rsqrt(var + epsilon)
+  centred = x - mean
+  z = normalise(x, mean, var, scale, bias, epsilon)
+  grad_z = jnp.where(z < 0, slope * grad, grad)
+  grad_slope = _channel_sum(jnp.where(z < 0, grad * z, 0.))
+  grad_bias = _channel_sum(grad_z)
+  grad_scale = _channel_sum(grad_z * centred) * rstd
+  # The batch statistics' own cotangents (zero when only the output is
+  # differentiated) enter through d mean/dx = 1/n, d var/dx = 2 (x - mean)/n.
+  grad_x = (scale * rstd * (grad_z - grad_bias / n
+                            - centred * (rstd * grad_scale / n))
+            + grad_mean / n + centred * (2 * grad_var / n))
+  return grad_x, grad_scale, grad_bias, grad_slope
+
+
+batch_norm_act.defvjp(_batch_norm_act_fwd, _batch_norm_act_bwd)
