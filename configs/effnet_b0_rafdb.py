@@ -26,11 +26,11 @@ Sources:  EfficientFace (Zhao et al., AAAI 2021) and its repository
 """
 from ml_collections import config_dict
 
-from configs import vgg19_fer2013
+from configs import common
 
 
 def get_config():
-  config = vgg19_fer2013.get_config()
+  config = common.get_config()
   config.epochs = 100
   config.batch_size = 128
   config.eval_batch_size = 128
@@ -39,17 +39,21 @@ def get_config():
   config.data.eval_splits = ('test',)
   config.data.augment = 'resized_crop'
   config.data.crop = 224
+  config.data.crop_scale = (0.08, 1.0)
+  config.data.flip = True
   config.data.cutout_holes = 0
   config.data.eval_crop = 'centre'
   config.data.mean = (0.485, 0.456, 0.406)
   config.data.std = (0.229, 0.224, 0.225)
   config.model.name = 'efficientnet_b0'
-  del config.model['width']
   # A fer_jax.convert output directory; None trains from scratch.
   config.model.init_from = config_dict.placeholder(str)
+  config.optimizer.name = 'sgd'
   config.optimizer.lr = 0.1
+  config.optimizer.momentum = 0.9
   config.optimizer.weight_decay = 1e-4
   config.optimizer.clip = 0.0
+  config.schedule.name = 'step'
   config.schedule.decay_start = 0
   config.schedule.decay_every = 30
   config.schedule.decay_rate = 0.1

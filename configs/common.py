@@ -1,0 +1,66 @@
+"""The fields every config has, with neutral values; not a recipe.
+
+Each model's base config (`vgg19_fer2013.py`, `effnet_b0_rafdb.py`) starts
+from this and sets its paper's recipe; variants import that base and
+override a few fields. `fer_jax.train.validate` checks every field.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.epochs = 1
+  config.batch_size = 128  # global, over all devices
+  config.eval_batch_size = 128  # images; ten crops of each are evaluated
+  config.log_every = 50
+  config.keep_checkpoints = 2
+  # Checkpoint selection; the split itself is reported as well as the best
+  # epoch on every other eval split (the papers' way, labelled so). '': the
+  # last epoch.
+  config.selection_split = 'validation'
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'fer_synth'
+  config.data.data_dir = config_dict.placeholder(str)  # None: TFDS default
+  config.data.train_split = 'train'
+  config.data.holdout = 0  # >0: the first N train images form split 'holdout'
+  config.data.eval_splits = ('validation', 'test')
+  # 'crop': a random crop x crop window (the FER papers); 'resized_crop': a
+  # random area crop_scale of the image resized to crop x crop, tested on
+  # the whole image resized (torchvision's RandomResizedCrop, EfficientFace).
+  config.data.augment = 'crop'
+  config.data.crop = 44
+  config.data.crop_scale = (0.08, 1.0)
+  config.data.flip = True
+  config.data.cutout_holes = 0
+  config.data.cutout_length = 16
+  config.data.eval_crop = 'ten'  # ten | centre
+  # None: images in [0, 1]; else one value per channel, as tuples.
+  config.data.mean = config_dict.placeholder(tuple)
+  config.data.std = config_dict.placeholder(tuple)
+  # 'inverse_frequency' weights each image's loss by N / (K n_class); the
+  # papers train unweighted.
+  config.data.class_weights = 'none'
+  config.data.workers = 0  # grain worker processes; 0 reads in-process
+  config.data.threads = 4
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'vgg19'
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'sgd'
+  config.optimizer.lr = 0.01
+  config.optimizer.momentum = 0.9
+  config.optimizer.nesterov = False
+  config.optimizer.weight_decay = 0.0
+  config.optimizer.clip = 0.0  # element-wise gradient clipping; 0: none
+
+  config.schedule = ml_collections.ConfigDict()
+  config.schedule.name = 'constant'  # constant | step | cosine
+  # 'step': lr * decay_rate ** ((epoch - decay_start) // decay_every).
+  config.schedule.decay_start = 0
+  config.schedule.decay_every = 1
+  config.schedule.decay_rate = 1.0
+  return config
