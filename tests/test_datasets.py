@@ -1,4 +1,5 @@
 """FER2013, CK+ and RAF-DB builders on generated copies of the real layouts."""
+import glob
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import pytest
 
 import fixtures
 from conftest import REPO
+from fer_jax import errors
 from fer_jax.data import ckplus
 from fer_jax.data import images
 from fer_jax.data import pipeline
@@ -106,14 +108,14 @@ def test_ckplus_folds_through_the_pipeline(ckplus_rows, tmp_path):
   root, _ = ckplus_rows
   builder = prepare.prepare('ckplus', root, str(tmp_path))
   config = ml_config(protocol='ancestor', fold=9)
-  test = pipeline.eval_split_source(builder, 'test', config)
-  train = pipeline.train_split_source(builder, config)
+  test = builder.split_source('test', config)
+  train = builder.split_source('train', config)
   assert (len(test), len(train)) == (99, 981 - 99)
   # Fold 9's test set holds 6 happy images from the fear block: 27 happy.
   assert sum(int(test[i]['label']) == 3 for i in range(len(test))) == 27
   _check_levels(builder, 'images')
   with pytest.raises(ValueError, match=r'config.data.fold=11'):
-    pipeline.eval_split_source(builder, 'test', ml_config(fold=11))
+    builder.split_source('test', ml_config(fold=11))
 
 
 def ml_config(**fields):
@@ -226,3 +228,63 @@ def test_ckplus_config_trains_folds_and_pools(ckplus_rows, tmp_path):
   last, best, n = pool_folds.pool(workdirs)
   assert n == 2 * 99
   assert last == best == np.trace(confusion) / n  # one epoch: last is best
+  # Another fold in fold 1's workdir would report (or train on from) fold
+  # 1's run, whose training images hold fold 2's test images.
+  config.data.fold = 2
+  for run in (train.train_and_evaluate, train.evaluate):
+    with pytest.raises(errors.UserError, match=(
+        r'holds another run: config\.data\.fold=2 \(the run has 1\)')):
+      run(config, workdirs[0])
+
+
+def test_os_metadata_files_in_class_folders_are_ignored(tmp_path):
+  raw = fixtures.write_fer2013_folders(str(tmp_path / 'raw'))
+  for junk in ('train/happy/.DS_Store', 'test/._PublicTest_1.jpg',
+               'train/Thumbs.db', '.DS_Store'):
+    with open(os.path.join(raw, junk), 'wb') as f:
+      f.write(b'\0\1junk')
+  builder = prepare.prepare('fer2013', raw, str(tmp_path / 'tfds'))
+  assert builder.info.splits['train'].num_examples == 17
+
+
+@pytest.mark.parametrize('encoding, error', [
+    ('utf-8-sig', None),  # Excel's byte-order mark
+    ('latin-1', r'fer2013.csv:2: not UTF-8 text'),
+])
+def test_fer2013_csv_encodings(tmp_path, encoding, error):
+  raw = fixtures.write_fer2013_csv(str(tmp_path / 'raw'))
+  path = os.path.join(raw, 'fer2013.csv')
+  with open(path, encoding='utf-8') as f:
+    text = f.read()
+  if error:  # a stray non-UTF-8 byte in a data row
+    text = text.replace('\n0,', '\n0\xe9,', 1)
+  with open(path, 'w', encoding=encoding) as f:
+    f.write(text)
+  if error is None:
+    builder = prepare.prepare('fer2013', raw, str(tmp_path / 'tfds'))
+    assert builder.info.splits['train'].num_examples == 17
+  else:
+    with pytest.raises(images.BadInputError, match=error):
+      prepare.prepare('fer2013', raw, str(tmp_path / 'tfds'))
+
+
+def test_skipping_every_image_of_a_split_is_one_clear_error(tmp_path):
+  raw = fixtures.write_fer2013_folders(str(tmp_path / 'raw'))
+  for path in glob.glob(os.path.join(raw, 'test', '*', 'PublicTest_*')):
+    with open(path, 'wb') as f:
+      f.write(b'not a jpeg')
+  with pytest.raises(images.BadInputError,
+                     match=r"split 'validation' of fer2013: all its 8 images "
+                     'were skipped'):
+    prepare.prepare('fer2013', raw, str(tmp_path / 'tfds'),
+                    skip_bad_images=True)
+
+
+def test_a_killed_preparation_leaves_nothing_behind_for_the_next(tmp_path):
+  raw = fixtures.write_fer2013_folders(str(tmp_path / 'raw'))
+  stale = tmp_path / 'tfds' / 'fer2013' / 'incomplete.ABC123_1.0.0'
+  stale.mkdir(parents=True)
+  (stale / 'fer2013-train.array_record-00000-of-00001').write_bytes(b'x')
+  builder = prepare.prepare('fer2013', raw, str(tmp_path / 'tfds'))
+  assert builder.info.splits['train'].num_examples == 17
+  assert not stale.exists()

@@ -3,6 +3,7 @@ import numpy as np
 
 from configs import demo
 from fer_jax.data import pipeline
+from fer_jax.data import transforms
 
 
 def _source(n):
@@ -21,7 +22,7 @@ def _data_config(**overrides):
 
 def test_ten_crop_is_four_corners_centre_and_their_mirrors():
   image = np.arange(6 * 6).reshape(6, 6, 1)
-  crops = pipeline.ten_crop(image, 4)
+  crops = transforms.ten_crop(image, 4)
   assert crops.shape == (10, 4, 4, 1)
   np.testing.assert_array_equal(crops[0], image[:4, :4])
   np.testing.assert_array_equal(crops[3], image[2:, 2:])
@@ -34,7 +35,7 @@ def test_cutout_zeroes_a_square_clipped_at_the_border():
   image = np.ones((44, 44, 1), np.uint8)
   sizes = set()
   for _ in range(50):
-    out = pipeline.cutout(image, 1, 16, rng)
+    out = transforms.cutout(image, 1, 16, rng)
     rows, cols = np.nonzero(out[..., 0] == 0)
     sizes.add((np.ptp(rows) + 1, np.ptp(cols) + 1))
     assert out[rows.min():rows.max() + 1, cols.min():cols.max() + 1].sum() == 0
@@ -77,7 +78,7 @@ def test_train_dataset_is_seeded_and_reshuffles_each_epoch():
 def test_train_transform_crops_flips_and_scales_to_unit_range():
   config = _data_config(cutout_holes=0)
   image = np.tile(np.arange(48, dtype=np.uint8)[None, :, None], (48, 1, 1))
-  transform = pipeline.train_transform(config)
+  transform = transforms.train_transform(config)
   flips = set()
   for seed in range(20):
     out = transform({'image': image, 'label': 3}, np.random.default_rng(seed))
@@ -92,8 +93,8 @@ def test_train_transform_crops_flips_and_scales_to_unit_range():
 def test_holdout_is_the_head_of_train_and_left_out_of_training(data_dir):
   builder = pipeline.get_builder('fer_synth/small', data_dir)
   config = _data_config(holdout=100, train_split='train')
-  train = pipeline.train_split_source(builder, config)
-  holdout = pipeline.eval_split_source(builder, 'holdout', config)
+  train = builder.split_source('train', config)
+  holdout = builder.split_source('holdout', config)
   assert (len(train), len(holdout)) == (412, 100)
   train_images = {train[i]['image'].tobytes() for i in range(len(train))}
   assert not any(holdout[i]['image'].tobytes() in train_images
@@ -108,12 +109,12 @@ def test_resized_crops_train_on_scaled_areas_and_test_on_the_whole_image():
   # the ramp's range, the whole image all of it.
   image = np.tile(np.linspace(0, 255, 100).astype(np.uint8)[None, :, None],
                   (100, 1, 3))
-  out = pipeline.train_transform(config)({'image': image, 'label': 0},
+  out = transforms.train_transform(config)({'image': image, 'label': 0},
                                          np.random.default_rng(0))
   assert out['image'].shape == (32, 32, 3)
   raw = out['image'][..., 0] * 0.5 + 0.5  # undo the per-channel normalising
   assert 0.3 < raw.max() - raw.min() < 0.75
-  test = pipeline.eval_transform(config)({'image': image, 'label': 0})
+  test = transforms.eval_transform(config)({'image': image, 'label': 0})
   raw = test['image'][..., 0] * 0.5 + 0.5
   assert test['image'].shape == (32, 32, 3) and raw.max() - raw.min() > 0.95
   np.testing.assert_allclose(test['image'][..., 2], raw, atol=1e-6)

@@ -4,10 +4,11 @@
 contempt, disgust, fear, happy, sadness, surprise of 48x48 grayscale PNGs
 named `S###_###_########.png` (subject, sequence, frame): 981 images.
 
-The builder stores one split, `images`, with each image's index in the order
-the protocols count in: the classes concatenated as anger, disgust, fear,
-happy, sadness, surprise, contempt (the labels 0..6), each sorted by file
-name. The folds are computed from it (`test_indices`):
+The builder stores one split, `images`, and serves a run the `train` and
+`test` of its fold (`Ckplus.split_source`). Each image keeps its index in
+the order the protocols count in: the classes concatenated as anger,
+disgust, fear, happy, sadness, surprise, contempt (the labels 0..6), each
+sorted by file name. The folds are computed from it (`test_indices`):
 
   * `ancestor`: the protocol of WuJie1010/Facial-Expression-Recognition.Pytorch
     (CK.py), which the U-VGG19 paper follows, reproduced index for index.
@@ -26,10 +27,13 @@ name. The folds are computed from it (`test_indices`):
 import os
 import re
 
+import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
+from fer_jax import errors
 from fer_jax.data import images
+from fer_jax.data import splits
 
 CLASS_NAMES = ('anger', 'disgust', 'fear', 'happy', 'sadness', 'surprise',
                'contempt')
@@ -46,7 +50,7 @@ def layout(manual_dir):
   images.require_dir(manual_dir, 'the CK+48 class folders')
   if os.path.isdir(os.path.join(manual_dir, 'CK+48')):
     manual_dir = os.path.join(manual_dir, 'CK+48')
-  names = sorted(os.listdir(manual_dir))
+  names = images.listdir(manual_dir)
   for name in names:
     if name not in CLASS_NAMES:
       raise images.BadInputError(
@@ -65,7 +69,7 @@ def _files(manual_dir):
   for label, name in enumerate(CLASS_NAMES):
     folder = images.require_dir(os.path.join(manual_dir, name),
                                 f'the {name} images')
-    for file in sorted(os.listdir(folder)):
+    for file in images.listdir(folder):
       match = NAME.fullmatch(file)
       if not match:
         raise images.BadInputError(f'{os.path.join(folder, file)}: expected '
@@ -83,10 +87,11 @@ def test_indices(protocol, fold, labels, subjects):
   `labels` and `subjects` are per image in protocol order.
   """
   if protocol not in PROTOCOLS:
-    raise ValueError(f'config.data.protocol={protocol!r}: expected one of '
-                     f'{PROTOCOLS}')
+    raise errors.UserError(
+        f'config.data.protocol={protocol!r}: expected one of '
+        f'{PROTOCOLS}')
   if not 1 <= fold <= FOLDS:
-    raise ValueError(f'config.data.fold={fold}: expected 1..{FOLDS}')
+    raise errors.UserError(f'config.data.fold={fold}: expected 1..{FOLDS}')
   labels = np.asarray(labels)
   if protocol == 'ancestor':
     starts = np.concatenate(
@@ -95,8 +100,9 @@ def test_indices(protocol, fold, labels, subjects):
             else starts[j + 1] - 1 - k
             for j, n in enumerate(ANCESTOR_FOLD_SIZES) for k in range(n)]
     if max(test) >= len(labels):
-      raise ValueError(f'CK+ with {len(labels)} images is too small for the '
-                       'ancestor protocol, which expects the 981 of CK+48')
+      raise errors.UserError(
+          f'CK+ with {len(labels)} images is too small for the '
+          'ancestor protocol, which expects the 981 of CK+48')
     return np.array(sorted(test))
   return np.flatnonzero(np.isin(subjects, subject_folds(labels,
                                                         subjects)[fold - 1]))
@@ -131,3 +137,18 @@ class Ckplus(images.ManualBuilder):
       'subject': tfds.features.Tensor(shape=(), dtype=np.int32),
   }
   layout, files = staticmethod(layout), staticmethod(files)
+
+  def split_source(self, split, data_config):
+    """'train' or 'test' of config.data.fold under config.data.protocol."""
+    if split not in ('train', 'test'):
+      raise errors.UserError(f"split {split!r} of 'ckplus': expected 'train' "
+                             "or 'test' (of config.data.fold)")
+    source = self.as_data_source(split='images')
+    records = [source[i] for i in range(len(source))]
+    order = np.argsort([r['index'] for r in records])  # the protocol's order
+    test = test_indices(data_config.protocol, data_config.fold,
+                        [records[i]['label'] for i in order],
+                        [records[i]['subject'] for i in order])
+    positions = (test if split == 'test'
+                 else np.setdiff1d(np.arange(len(order)), test))
+    return grain.MapDataset.source(splits.Subset(source, order[positions]))

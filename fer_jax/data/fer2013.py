@@ -32,33 +32,32 @@ FOLDERS = {'train': ('Training',), 'test': ('PublicTest', 'PrivateTest')}
 
 def _csv_examples(path):
   """Yields (split, key, image, label) from fer2013.csv."""
-  with open(path, newline='') as f:
-    reader = csv.reader(f)
-    header = next(reader, None)
-    if header is None or [h.strip() for h in header[:3]] != [
-        'emotion', 'pixels', 'Usage']:
+  reader = csv.reader(images.text_lines(path))
+  header = next(reader, None)
+  if header is None or [h.strip() for h in header[:3]] != [
+      'emotion', 'pixels', 'Usage']:
+    raise images.BadInputError(
+        f'{path}: header {header}, expected emotion,pixels,Usage')
+  for line, row in enumerate(reader, start=2):
+    where = f'{path}:{line}'
+    if len(row) < 3:
+      raise images.BadInputError(f'{where}: {len(row)} columns, expected 3')
+    if row[2] not in SPLITS:
       raise images.BadInputError(
-          f'{path}: header {header}, expected emotion,pixels,Usage')
-    for line, row in enumerate(reader, start=2):
-      where = f'{path}:{line}'
-      if len(row) < 3:
-        raise images.BadInputError(f'{where}: {len(row)} columns, expected 3')
-      if row[2] not in SPLITS:
-        raise images.BadInputError(
-            f'{where}: Usage {row[2]!r}, expected one of {list(SPLITS)}')
-      try:
-        label = int(row[0])
-        pixels = np.array(row[1].split(), np.int64)
-      except ValueError:
-        raise images.BadInputError(
-            f'{where}: expected an integer emotion and integer pixels'
-        ) from None
-      if pixels.size != 48 * 48 or pixels.min() < 0 or pixels.max() > 255:
-        raise images.BadInputError(
-            f'{where}: {pixels.size} pixels, expected 2304 values in 0..255')
-      yield (SPLITS[row[2]], f'row{line - 1:05d}',
-             pixels.astype(np.uint8).reshape(SHAPE),
-             images.check_label(label, len(CLASS_NAMES), where))
+          f'{where}: Usage {row[2]!r}, expected one of {list(SPLITS)}')
+    try:
+      label = int(row[0])
+      pixels = np.array(row[1].split(), np.int64)
+    except ValueError:
+      raise images.BadInputError(
+          f'{where}: expected an integer emotion and integer pixels'
+      ) from None
+    if pixels.size != 48 * 48 or pixels.min() < 0 or pixels.max() > 255:
+      raise images.BadInputError(
+          f'{where}: {pixels.size} pixels, expected 2304 values in 0..255')
+    yield (SPLITS[row[2]], f'row{line - 1:05d}',
+           pixels.astype(np.uint8).reshape(SHAPE),
+           images.check_label(label, len(CLASS_NAMES), where))
 
 
 def _folder_files(manual_dir):
@@ -67,12 +66,12 @@ def _folder_files(manual_dir):
   for folder, prefixes in FOLDERS.items():
     root = images.require_dir(os.path.join(manual_dir, folder),
                               f'class folders {sorted(CLASS_NAMES)}')
-    for name in sorted(os.listdir(root)):
+    for name in images.listdir(root):
       if name not in CLASS_NAMES:
         raise images.BadInputError(
             f'{os.path.join(root, name)}: not a FER2013 class folder; '
             f'expected one of {sorted(CLASS_NAMES)}')
-      for file in sorted(os.listdir(os.path.join(root, name))):
+      for file in images.listdir(os.path.join(root, name)):
         path = os.path.join(root, name, file)
         prefix = file.split('_')[0]
         if prefix not in prefixes:

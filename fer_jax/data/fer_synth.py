@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from fer_jax.data import fer2013
+from fer_jax.data import splits
 
 CLASS_NAMES = fer2013.CLASS_NAMES  # FER2013's label order
 # FER2013 train split's class counts, used as class proportions here.
@@ -136,7 +137,7 @@ class FerSynthConfig(tfds.core.BuilderConfig):
   sizes: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
-class FerSynth(tfds.core.GeneratorBasedBuilder):
+class FerSynth(splits.StoredSplits, tfds.core.GeneratorBasedBuilder):
   """Procedural faces in FER2013's layout: 48x48x1 uint8, 7 classes."""
 
   VERSION = tfds.core.Version('1.0.0')

@@ -11,8 +11,11 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from fer_jax import errors
+from fer_jax.data import splits
 
-class BadInputError(ValueError):
+
+class BadInputError(errors.UserError):
   """A file of a manual download that does not hold what was expected."""
 
 
@@ -63,6 +66,32 @@ def check_unique(keys_and_paths):
     seen[key] = path
 
 
+# Files that operating systems and file managers leave in folders.
+_SYSTEM_FILES = ('Thumbs.db', 'desktop.ini')
+
+
+def listdir(path):
+  """The sorted entries of `path`, less hidden files (`.DS_Store`, macOS's
+  `._*`) and Windows' `Thumbs.db`/`desktop.ini`, which are never data."""
+  return sorted(name for name in os.listdir(path)
+                if not name.startswith('.') and name not in _SYSTEM_FILES)
+
+
+def text_lines(path):
+  """Yields the lines of a UTF-8 text file, with or without a byte-order
+  mark (Excel writes one); other bytes are an error naming file and line."""
+  with open(path, 'rb') as f:
+    for number, line in enumerate(f, start=1):
+      try:
+        text = line.decode('utf-8-sig' if number == 1 else 'utf-8')
+      except UnicodeDecodeError as e:
+        raise BadInputError(
+            f'{path}:{number}: not UTF-8 text (byte '
+            f'{line[e.start:e.start + 1]!r}); save it as UTF-8') from None
+      # Universal newlines, as text mode would give them.
+      yield text.replace('\r\n', '\n').replace('\r', '\n')
+
+
 def require_dir(path, what):
   if not os.path.isdir(path):
     raise BadInputError(f'{path}: not a directory; expected {what}')
@@ -84,16 +113,24 @@ def examples(builder, split, rows):
   files in `builder.info.metadata` (see `start_counts`)."""
   metadata = builder.info.metadata
   num_classes = builder.info.features['label'].num_classes
+  kept = 0
   for key, path, fields in rows:
     image = path if isinstance(path, np.ndarray) else builder.reader(path)
     if image is None:
       metadata['skipped'][split] = metadata['skipped'].get(split, 0) + 1
       continue
     count(metadata, split, fields['label'], num_classes)
+    kept += 1
     yield key, {'image': image, **fields}
+  if not kept:
+    raise BadInputError(
+        f'split {split!r} of {builder.name}: all its '
+        f'{metadata["skipped"].get(split, 0)} images were skipped as bad; '
+        'nothing to build it from')
 
 
-class ManualBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
+class ManualBuilder(splits.StoredSplits, tfds.core.GeneratorBasedBuilder,
+                    abc.ABC):
   """A builder reading a hand-downloaded layout; subclasses say which.
 
   Subclasses set SHAPE, CLASS_NAMES, EXTRA_FEATURES (name -> feature), the

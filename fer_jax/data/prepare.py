@@ -7,13 +7,16 @@ Prints the images per split and class. TFDS writes into an `incomplete.*`
 folder and renames it when done, so an interrupted build is never read as
 complete; a finished one is not rebuilt.
 """
-import sys
+import glob
+import os
+import shutil
 import time
 
 from absl import app
 from absl import flags
 
-from fer_jax.data import images
+from fer_jax import errors
+from fer_jax import workdir
 from fer_jax.data import pipeline
 
 def prepare(dataset, manual_dir, data_dir=None, skip_bad_images=False):
@@ -22,9 +25,16 @@ def prepare(dataset, manual_dir, data_dir=None, skip_bad_images=False):
   if not builder.is_prepared():
     if hasattr(builder, 'layout'):  # checked here for a one-line error
       builder.layout(manual_dir)
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=manual_dir))
+    parent = os.path.dirname(builder.data_dir)
+    with workdir.lock(parent, user='preparation of ' + dataset):
+      # A preparation killed mid-write leaves TFDS's incomplete.* folder.
+      for stale in glob.glob(os.path.join(
+          parent, f'incomplete.*_{os.path.basename(builder.data_dir)}')):
+        print(f'removing {stale}, left by an interrupted preparation')
+        shutil.rmtree(stale)
+      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return pipeline.get_builder(dataset, data_dir)
 
 
@@ -47,10 +57,8 @@ def main(argv):
   del argv
   start = time.perf_counter()
   f = flags.FLAGS
-  try:
-    builder = prepare(f.dataset, f.manual_dir, f.data_dir, f.skip_bad_images)
-  except (images.BadInputError, ValueError, FileNotFoundError) as e:
-    sys.exit(f'error: {e}')
+  builder = errors.report(prepare, f.dataset, f.manual_dir, f.data_dir,
+                          f.skip_bad_images, verbose=f.verbosity >= 1)
   print('\n'.join(summary(builder)))
   print(f'ready in {time.perf_counter() - start:.0f} s')
 

@@ -54,21 +54,20 @@ def _official_files(manual_dir):
   if not os.path.isfile(label_file):
     raise images.BadInputError(f'{label_file}: missing label file')
   files = collections.defaultdict(list)
-  with open(label_file) as f:
-    for line_number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      where = f'{label_file}:{line_number}'
-      fields = line.split()
-      if len(fields) != 2:
-        raise images.BadInputError(
-            f'{where}: {line.strip()!r}, expected "<name>.jpg <1..7>"')
-      name, label = fields
-      stem = os.path.splitext(name)[0]
-      path = os.path.join(manual_dir, 'Image', 'aligned',
-                          f'{stem}_aligned.jpg')
-      files[_split_of(name, where)].append(
-          (name, path, {'label': _label(label, where)}))
+  for line_number, line in enumerate(images.text_lines(label_file),
+                                     start=1):
+    if not line.strip():
+      continue
+    where = f'{label_file}:{line_number}'
+    fields = line.split()
+    if len(fields) != 2:
+      raise images.BadInputError(
+          f'{where}: {line.strip()!r}, expected "<name>.jpg <1..7>"')
+    name, label = fields
+    stem = os.path.splitext(name)[0]
+    path = os.path.join(manual_dir, 'Image', 'aligned', f'{stem}_aligned.jpg')
+    files[_split_of(name, where)].append(
+        (name, path, {'label': _label(label, where)}))
   return files
 
 
@@ -79,9 +78,9 @@ def _kaggle_files(manual_dir):
     root = images.require_dir(os.path.join(manual_dir, 'DATASET', split),
                               'class folders 1..7')
     listed = _csv_labels(os.path.join(manual_dir, f'{split}_labels.csv'))
-    for folder in sorted(os.listdir(root)):
+    for folder in images.listdir(root):
       label = _label(folder, os.path.join(root, folder))
-      for name in sorted(os.listdir(os.path.join(root, folder))):
+      for name in images.listdir(os.path.join(root, folder)):
         path = os.path.join(root, folder, name)
         if _split_of(name, path) != split:
           raise images.BadInputError(f'{path}: a {_split_of(name, path)} '
@@ -98,8 +97,7 @@ def _csv_labels(path):
   """{image name: label 0..6} from a Kaggle labels csv (image,label)."""
   if not os.path.isfile(path):
     raise images.BadInputError(f'{path}: missing label file')
-  with open(path, newline='') as f:
-    rows = list(csv.reader(f))
+  rows = list(csv.reader(images.text_lines(path)))
   if not rows or [h.strip() for h in rows[0][:2]] != ['image', 'label']:
     raise images.BadInputError(f'{path}: expected the header image,label')
   labels = {}
