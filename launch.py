@@ -1,8 +1,11 @@
 """Trains or evaluates a config: python launch.py --config=configs/demo.py.
 
 Flags: --config (with --config.key=value overrides), --workdir (default
-runs/<config file name>), --mode=train|eval. For several hosts, pass
---coordinator_address, --num_processes and --process_id on each.
+runs/<config file name>), --mode=train|eval, --checkpoint=selected|latest|
+STEP for eval. For several hosts, pass --coordinator_address,
+--num_processes and --process_id on each. A user's mistake (a config value,
+missing data, a busy or foreign workdir) prints one line and exits 1;
+--verbosity=1 shows its traceback.
 """
 import os
 
@@ -19,6 +22,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Run directory; default runs/<config name>.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
                           'train (resuming if possible) or eval a checkpoint.')
+_CHECKPOINT = flags.DEFINE_string(
+    'checkpoint', 'selected',
+    "--mode=eval: 'selected' (by the selection split), 'latest' or a step.")
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                    'host:port of process 0, multi-host only.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', 1, 'Multi-host only.')
@@ -29,11 +35,13 @@ flags.mark_flags_as_required(['config'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  verbose = flags.FLAGS.verbosity >= 1
   # Orbax logs every file it writes at INFO.
   logging.set_verbosity(logging.WARNING)
   # Imported here, not at the top: grain's worker processes are spawned and
   # re-import this file, which must not touch devices.
   import jax  # pylint: disable=g-import-not-at-top
+  from fer_jax import errors  # pylint: disable=g-import-not-at-top
   from fer_jax import train  # pylint: disable=g-import-not-at-top
   if _NUM_PROCESSES.value > 1:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
@@ -41,10 +49,16 @@ def main(argv):
   config_path = flags.FLAGS['config'].config_filename
   workdir = _WORKDIR.value or os.path.join(
       'runs', os.path.splitext(os.path.basename(config_path))[0])
+  checkpoint = _CHECKPOINT.value
+  if checkpoint not in ('selected', 'latest') and not checkpoint.isdigit():
+    raise app.UsageError(f'--checkpoint={checkpoint}: expected selected, '
+                         'latest or a step number')
   if _MODE.value == 'train':
-    train.train_and_evaluate(_CONFIG.value, workdir)
+    errors.report(train.train_and_evaluate, _CONFIG.value, workdir,
+                  verbose=verbose)
   else:
-    train.evaluate(_CONFIG.value, workdir)
+    errors.report(train.evaluate, _CONFIG.value, workdir, checkpoint,
+                  verbose=verbose)
 
 
 def parse_flags(argv):

@@ -1,19 +1,48 @@
-"""Orbax checkpoints of a training run.
+"""Orbax checkpoints of a training run, verified when read back.
 
 A checkpoint holds four items, so that each reader restores only what it
 needs: `model` (params and batch statistics: all that evaluation and
 fine-tuning read), `opt` (step and optimizer state), `data` (the grain
-iterator's position) and `run` (the config and the per-epoch evaluation
-history, as JSON). Orbax writes each step to a temporary folder and renames it
-when complete, so a run killed mid-save leaves the previous checkpoints intact.
-"""
-import os
+iterator's position) and `run` (the config, the per-epoch evaluation history
+and the fingerprints of `model` and `opt`, as JSON). Orbax writes each step
+to a temporary folder and renames it when complete, so a run killed mid-save
+leaves the previous checkpoints intact.
 
+Integrity: every array's fingerprint (a position-weighted sum of its bits,
+computed on device) is saved in `run` and compared after restoring, so a
+changed byte is caught instead of evaluated; a file orbax cannot read is
+reported the same way (`DamagedError`, naming the step). Saves are
+synchronous: a failed write (a full disk, say) stops the run at that save
+with the path and the reason (`test_train.py::
+test_failed_save_stops_the_run_with_the_path_and_reason`), where orbax's
+background writer would log the failure and let training run on.
+"""
+import contextlib
+import os
+import shutil
+import sys
+import warnings
+
+from absl import logging
 import grain
 import jax
+import jax.numpy as jnp
+from jax import lax
+import numpy as np
 import orbax.checkpoint as ocp
 
+from fer_jax import errors
+
 SELECTION_METRIC = 'selection_accuracy'
+
+
+class DamagedError(errors.UserError):
+  """A checkpoint whose files are unreadable or differ from what was saved."""
+
+  def __init__(self, mngr, step, reason):
+    self.step = step
+    super().__init__(f'checkpoint step {step} in {mngr.directory} is '
+                     f'damaged ({reason})')
 
 
 def _selection(metrics):
@@ -31,46 +60,164 @@ def manager(workdir, keep, track_best):
       preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
           policies),
       best_fn=_selection if track_best else None, best_mode='max',
-      create=True)
+      create=True, enable_async_checkpointing=False)
   return ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options,
       item_names=('model', 'opt', 'data', 'run'))
 
 
+def _bits(x):
+  """The bits of each element as uint32 (any dtype of at most 4 bytes)."""
+  if x.dtype == jnp.bool_:
+    return x.astype(jnp.uint32)
+  unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
+  return lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+
+
+@jax.jit
+def _fingerprints(tree):
+  # sum_i bits_i * (2 i + 1) mod 2^32: the odd weights make any change of a
+  # single element change the sum, and a swap of two elements too.
+  def one(x):
+    bits = _bits(x).ravel()
+    weights = jnp.arange(bits.size, dtype=jnp.uint32) * 2 + 1
+    return jnp.sum(bits * weights, dtype=jnp.uint32)
+  return jax.tree.map(one, tree)
+
+
+def fingerprints(tree):
+  """{'/'-joined path: fingerprint as 8 hex digits} of every array."""
+  values = jax.device_get(_fingerprints(tree))
+  return {'/'.join(str(getattr(k, 'key', getattr(k, 'idx', k)))
+                   for k in path): f'{int(v):08x}'
+          for path, v in jax.tree_util.tree_flatten_with_path(values)[0]}
+
+
+def _model(state):
+  return {'params': state.params, 'batch_stats': state.batch_stats}
+
+
+def _opt(state):
+  return {'step': state.step, 'opt_state': state.opt_state}
+
+
+@contextlib.contextmanager
+def _quiet_failures():
+  """Orbax's writer threads log each failed write with its traceback, and
+  asyncio and tensorstore print more as the failed tasks are collected:
+  hundreds of lines for one full disk. `save` reports the failure in one
+  line instead, so those stay silenced after a failure (the run stops)."""
+  verbosity, hook = logging.get_verbosity(), sys.unraisablehook
+  filters = warnings.filters[:]
+  logging.set_verbosity(logging.FATAL)
+  sys.unraisablehook = lambda record: None
+  warnings.filterwarnings('ignore', 'coroutine .* was never awaited')
+  yield  # an exception skips the restoring below
+  logging.set_verbosity(verbosity)
+  sys.unraisablehook = hook
+  warnings.filters[:] = filters
+
+
 def save(mngr, step, state, data_iterator, run, selection=None):
-  """Saves asynchronously; `selection` is the model-selection accuracy."""
-  mngr.save(step, args=ocp.args.Composite(
-      model=ocp.args.StandardSave(
-          {'params': state.params, 'batch_stats': state.batch_stats}),
-      opt=ocp.args.StandardSave(
-          {'step': state.step, 'opt_state': state.opt_state}),
-      data=grain.checkpoint.CheckpointSave(data_iterator),
-      run=ocp.args.JsonSave(run)),
-      metrics=None if selection is None else {SELECTION_METRIC: selection})
+  """Saves step `step`; `selection` is the model-selection accuracy.
+
+  Raises a UserError naming the path and the reason when the write fails;
+  the earlier checkpoints are untouched.
+  """
+  run = dict(run, fingerprints={'model': fingerprints(_model(state)),
+                                'opt': fingerprints(_opt(state))})
+  try:
+    with _quiet_failures():
+      mngr.save(step, args=ocp.args.Composite(
+          model=ocp.args.StandardSave(_model(state)),
+          opt=ocp.args.StandardSave(_opt(state)),
+          data=grain.checkpoint.CheckpointSave(data_iterator),
+          run=ocp.args.JsonSave(run)),
+          metrics=(None if selection is None
+                   else {SELECTION_METRIC: selection}))
+  except Exception as e:  # pylint: disable=broad-except
+    # Orbax wraps the OSError of a full disk in its own exceptions.
+    reason = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
+    raise errors.UserError(
+        f'could not write checkpoint step {step} to {mngr.directory}: '
+        f'{reason}; the earlier checkpoints are intact') from e
 
 
 def _abstract(tree):
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def _restore(mngr, step, **items):
+  try:
+    return mngr.restore(step, args=ocp.args.Composite(**items))
+  except FileNotFoundError as e:
+    raise DamagedError(mngr, step, f'missing file: {e}') from e
+  except Exception as e:  # pylint: disable=broad-except
+    message = str(e).strip().splitlines()
+    raise DamagedError(mngr, step, message[0] if message else repr(e)) from e
+
+
 def restore_run(mngr, step):
-  return mngr.restore(step, args=ocp.args.Composite(
-      run=ocp.args.JsonRestore())).run
+  """The `run` item: config, history and fingerprints, as saved."""
+  run = _restore(mngr, step, run=ocp.args.JsonRestore()).run
+  if not isinstance(run, dict) or 'config' not in run:
+    raise DamagedError(mngr, step, 'its run record has no config')
+  return run
+
+
+def _verify(mngr, step, name, restored, run):
+  expected = run.get('fingerprints', {}).get(name)
+  if expected is None:  # written before fingerprints existed
+    return
+  got = fingerprints(restored)
+  changed = [path for path in expected if got.get(path) != expected[path]]
+  if changed or set(got) != set(expected):
+    raise DamagedError(mngr, step, f'{name}/{(changed or ["structure"])[0]} '
+                       'differs from what was written')
 
 
 def restore_train(mngr, step, state, data_iterator):
-  """The full training state and data position at `step`."""
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      model=ocp.args.StandardRestore(_abstract(
-          {'params': state.params, 'batch_stats': state.batch_stats})),
-      opt=ocp.args.StandardRestore(_abstract(
-          {'step': state.step, 'opt_state': state.opt_state})),
-      data=grain.checkpoint.CheckpointRestore(data_iterator)))
-  state = state.replace(**restored.model, **restored.opt)
-  return state, restored.data
+  """The full training state and data position at `step`, verified."""
+  run = restore_run(mngr, step)
+  restored = _restore(
+      mngr, step,
+      model=ocp.args.StandardRestore(_abstract(_model(state))),
+      opt=ocp.args.StandardRestore(_abstract(_opt(state))),
+      data=grain.checkpoint.CheckpointRestore(data_iterator))
+  _verify(mngr, step, 'model', restored.model, run)
+  _verify(mngr, step, 'opt', restored.opt, run)
+  return state.replace(**restored.model, **restored.opt), restored.data
 
 
 def restore_model(mngr, step, variables):
   """Params and batch stats only (no optimizer), shaped like `variables`."""
-  return mngr.restore(step, args=ocp.args.Composite(
-      model=ocp.args.StandardRestore(_abstract(variables)))).model
+  model = _restore(mngr, step, model=ocp.args.StandardRestore(
+      _abstract(variables))).model
+  _verify(mngr, step, 'model', model, restore_run(mngr, step))
+  return model
+
+
+def set_aside(mngr, step):
+  """Moves a damaged step to `<workdir>/damaged_checkpoints/<step>`.
+
+  Kept for inspection, out of the way of the steps training writes next.
+  Returns where it went; the manager must be created again afterwards.
+  """
+  target = os.path.join(os.path.dirname(str(mngr.directory)),
+                        'damaged_checkpoints', str(step))
+  os.makedirs(os.path.dirname(target), exist_ok=True)
+  shutil.rmtree(target, ignore_errors=True)
+  os.rename(os.path.join(str(mngr.directory), str(step)), target)
+  return target
+
+
+@jax.jit
+def _all_finite(tree):
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
+                            for x in jax.tree.leaves(tree)
+                            if jnp.issubdtype(x.dtype, jnp.inexact)]))
+
+
+def all_finite(state):
+  """Whether every parameter, statistic and optimizer value is finite."""
+  return bool(_all_finite({'model': _model(state), 'opt': _opt(state)}))

@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from fer_jax import errors
 from fer_jax import models
 from fer_jax.models import efficientnet
 
@@ -43,7 +44,7 @@ _BN = {'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean',
        'var': 'running_var'}
 
 
-class ConversionError(ValueError):
+class ConversionError(errors.UserError):
   """A state dict that does not match the model."""
 
 
@@ -144,11 +145,14 @@ def convert(state_dict, source, model_name):
       node = node.setdefault(key, {})
     node[keys[-1]] = array.astype(np.float32)
   extra = sorted(set(state_dict) - used)
+  not_finite = sorted(name for name in used
+                      if not np.isfinite(state_dict[name]).all())
   problems = [f'{what}: {", ".join(names)}' for what, names in
               (('missing', missing), ('extra', extra),
-               ('wrong shape', misshaped)) if names]
+               ('wrong shape', misshaped),
+               ('not finite (NaN or inf)', not_finite)) if names]
   if problems:
-    raise ConversionError(f'the {source} {model_name} weights do not match: '
+    raise ConversionError(f'the {source} {model_name} weights cannot be used: '
                           + '; '.join(problems))
   config.num_classes = len(state_dict[head])
   return variables, config
@@ -157,24 +161,46 @@ def convert(state_dict, source, model_name):
 def read_state_dict(path):
   """A {name: numpy array} state dict from .safetensors or .pth/.pt."""
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'{path}: no such file')
+    raise errors.MissingError(f'{path}: no such file')
   if path.endswith('.safetensors'):
     from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
-    return load_file(path)
+    try:
+      return load_file(path)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ConversionError(f'{path}: not a readable .safetensors file '
+                            f'({_first_line(e)})') from None
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise ImportError(f'{path}: reading .pth/.pt files needs torch (pip '
-                      'install torch), or convert it to .safetensors') from None
-  state = torch.load(path, map_location='cpu', weights_only=True)
-  state = state.get('state_dict', state)
+    raise errors.UserError(
+        f'{path}: reading .pth/.pt files needs torch (pip install torch), or '
+        'convert it to .safetensors') from None
+  try:
+    # weights_only: tensors and plain containers, never arbitrary objects.
+    state = torch.load(path, map_location='cpu', weights_only=True)
+  except Exception as e:  # pylint: disable=broad-except
+    # torch's own message suggests weights_only=False, which would run
+    # whatever code the file holds: not repeated here.
+    raise ConversionError(
+        f'{path}: not a PyTorch state dict of tensors '
+        f'({type(e).__name__}); if it is one, save it again with '
+        'torch.save(model.state_dict(), path)') from None
+  if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
+    state = state['state_dict']
+  if not isinstance(state, dict) or not all(
+      isinstance(v, torch.Tensor) for v in state.values()):
+    raise ConversionError(f'{path}: holds no state dict of tensors')
   return {k: v.float().numpy() for k, v in state.items()}
+
+
+def _first_line(error):
+  return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def save(variables, model_config, output):
   """Writes output/variables and output/model.json, all or nothing."""
   if os.path.exists(output):
-    raise FileExistsError(f'{output}: exists; remove it or choose another '
+    raise errors.UserError(f'{output}: exists; remove it or choose another '
                           '--output')
   tmp = output.rstrip('/') + '.tmp'
   shutil.rmtree(tmp, ignore_errors=True)
@@ -191,7 +217,7 @@ def load(path):
   """(variables as numpy, model fields) from a `convert` output directory."""
   fields_path = os.path.join(path, 'model.json')
   if not os.path.isfile(fields_path):
-    raise FileNotFoundError(f'config.model.init_from={path!r}: no model.json '
+    raise errors.MissingError(f'config.model.init_from={path!r}: no model.json '
                             'there; expected the output of fer_jax.convert')
   with open(fields_path) as f:
     fields = json.load(f)
@@ -208,13 +234,12 @@ def main(argv):
   for name, value in values.items():
     if value is None:
       sys.exit(f'error: --{name} is required')
-  try:
+  def run():
     variables, config = convert(read_state_dict(values['input']),
                                 values['from'], values['model'])
     save(variables, config, values['output'])
-  except (ConversionError, FileNotFoundError, FileExistsError,
-          ImportError) as e:
-    sys.exit(f'error: {e}')
+    return variables, config
+  variables, config = errors.report(run, verbose=flags.FLAGS.verbosity >= 1)
   count = sum(x.size for x in jax.tree.leaves(variables['params']))
   print(f"{values['output']}: {config.name}, {count:,} parameters, "
         f'{config.num_classes} classes')

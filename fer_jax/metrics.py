@@ -5,10 +5,31 @@ import os
 import jax
 import numpy as np
 
+from fer_jax import errors
+
 
 def accuracy(confusion):
   """Accuracy from a confusion matrix (rows: true class, columns: predicted)."""
   return float(np.trace(confusion) / max(np.sum(confusion), 1))
+
+
+def _complete_lines(path, lines):
+  """The lines of a metrics file, less a last one cut by a kill mid-write.
+
+  A damaged line elsewhere is an error naming the file and line.
+  """
+  lines = list(lines)
+  for number, line in enumerate(lines, start=1):
+    try:
+      record = json.loads(line)
+      if not isinstance(record, dict) or 'step' not in record:
+        raise ValueError('no step')
+    except ValueError:
+      if number == len(lines) and not line.endswith('\n'):
+        return lines[:-1]
+      raise errors.UserError(f'{path}:{number}: not a metrics record; '
+                             'expected a JSON object with a step') from None
+  return lines
 
 
 class MetricWriter:
@@ -25,7 +46,8 @@ class MetricWriter:
     self.path = os.path.join(workdir, 'metrics.jsonl')
     if os.path.exists(self.path):
       with open(self.path) as f:
-        lines = [l for l in f if json.loads(l)['step'] <= resume_step]
+        lines = [l for l in _complete_lines(self.path, f)
+                 if json.loads(l)['step'] <= resume_step]
       with open(self.path + '.tmp', 'w') as f:
         f.writelines(lines)
       os.replace(self.path + '.tmp', self.path)

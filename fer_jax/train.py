@@ -7,6 +7,8 @@ batch, as on one device.
 """
 import functools
 import json
+import numbers
+import os
 from typing import Any
 
 import flax
@@ -19,10 +21,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from fer_jax import checkpoint
 from fer_jax import convert
+from fer_jax import errors
 from fer_jax import metrics as metrics_lib
 from fer_jax import models
+from fer_jax import workdir as workdir_lib
 from fer_jax.data import pipeline
-from fer_jax.models import layers
+from fer_jax.models import cpu_conv
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -47,8 +51,8 @@ def learning_rate_fn(config, steps_per_epoch):
     return schedule
   if s.name == 'cosine':
     return optax.cosine_decay_schedule(lr, config.epochs * steps_per_epoch)
-  raise ValueError(f"config.schedule.name={s.name!r}: expected 'constant', "
-                   "'step' or 'cosine'")
+  raise errors.UserError(f"config.schedule.name={s.name!r}: expected "
+                         "'constant', 'step' or 'cosine'")
 
 
 def create_optimizer(config, lr_fn):
@@ -67,8 +71,8 @@ def create_optimizer(config, lr_fn):
   elif o.name == 'adam':
     chain.append(optax.adam(lr_fn))
   else:
-    raise ValueError(f"config.optimizer.name={o.name!r}: expected 'sgd' or "
-                     "'adam'")
+    raise errors.UserError(f"config.optimizer.name={o.name!r}: expected 'sgd' "
+                           "or 'adam'")
   return optax.chain(*chain)
 
 
@@ -117,19 +121,26 @@ def train_step(state, batch, rng, *, model, tx, lr_fn, class_weights=None):
   }
 
 
-def eval_step(variables, batch, *, model, num_classes):
-  """Masked confusion matrix and loss sum; logits averaged over crops."""
-  images = batch['image']
+def crop_averaged_logits(variables, images, *, model):
+  """Inference-mode logits of (batch, [crops,] H, W, C) images, averaged
+  over the crops (the ten-crop test); evaluation and prediction both use it.
+  """
   logits = model.apply(variables, images.reshape(-1, *images.shape[-3:]),
                        train=False)
   # (batch, crops, classes) -> mean over crops; a no-op for one crop.
-  logits = logits.reshape(images.shape[0], -1, num_classes).mean(axis=1)
+  return logits.reshape(images.shape[0], -1, logits.shape[-1]).mean(axis=1)
+
+
+def eval_step(variables, batch, *, model, num_classes):
+  """Masked confusion matrix and loss sum, and each image's probabilities."""
+  logits = crop_averaged_logits(variables, batch['image'], model=model)
   mask = batch['mask'].astype(jnp.float32)
   truth = jax.nn.one_hot(batch['label'], num_classes) * mask[:, None]
   predicted = jax.nn.one_hot(jnp.argmax(logits, -1), num_classes)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits,
                                                          batch['label'])
-  return {'confusion': truth.T @ predicted, 'loss': jnp.sum(loss * mask)}
+  return {'confusion': truth.T @ predicted, 'loss': jnp.sum(loss * mask),
+          'probabilities': jax.nn.softmax(logits)}
 
 
 def start_from(state, model, path, sharding):
@@ -142,8 +153,9 @@ def start_from(state, model, path, sharding):
   for key, value in fields.items():
     ours = getattr(model, key, None)
     if key not in ('num_classes', 'name') and ours != value:
-      raise ValueError(f'config.model.{key}={ours!r}, but the weights in '
-                       f'{path} need {value!r}')
+      raise errors.UserError(
+          f'config.model.{key}={ours!r}, but the weights in '
+          f'{path} need {value!r}')
   kept = []
 
   def take(path_, fresh):
@@ -151,8 +163,9 @@ def start_from(state, model, path, sharding):
     node = loaded
     for key in keys:
       if key not in node:
-        raise ValueError(f'{path} has no {"/".join(keys)}: not weights of '
-                         f'config.model.name={fields["name"]!r}?')
+        raise errors.UserError(
+            f'{path} has no {"/".join(keys)}: not weights of '
+            f'config.model.name={fields["name"]!r}?')
       node = node[key]
     if node.shape != fresh.shape:
       kept.append('/'.join(keys))
@@ -168,32 +181,73 @@ def start_from(state, model, path, sharding):
                        batch_stats=variables['batch_stats'])
 
 
-def validate(config):
-  """Rejects impossible values with the key and what was expected."""
+def _require(config, key, ok, expected):
+  value = functools.reduce(lambda c, k: c[k], key.split('.'), config)
+  if not ok(value):
+    raise errors.UserError(f'config.{key}={value!r}: expected {expected}')
+
+
+def _integer(value):
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _number(value):
+  return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+          and np.isfinite(value))
+
+
+def validate(config, training=True):
+  """Rejects values that would fail deep inside or silently change training,
+  with the key and what was expected (`test_train.py::
+  test_bad_config_value_names_the_key`). Evaluation selects with the saved
+  run's selection split, so its own may be missing from its eval splits."""
   for key in ('batch_size', 'eval_batch_size', 'epochs', 'log_every',
-              'keep_checkpoints', 'data.crop'):
-    value = functools.reduce(getattr, key.split('.'), config)
-    if not isinstance(value, int) or value <= 0:
-      raise ValueError(f'config.{key}={value!r}: expected a positive integer')
+              'keep_checkpoints', 'data.crop', 'data.threads'):
+    _require(config, key, lambda v: _integer(v) and v > 0,
+             'a positive integer')
+  for key in ('data.holdout', 'data.workers', 'data.cutout_holes',
+              'data.cutout_length'):
+    _require(config, key, lambda v: _integer(v) and v >= 0,
+             'an integer >= 0')
+  if config.data.cutout_holes:
+    _require(config, 'data.cutout_length', lambda v: v > 0,
+             'a positive side length when config.data.cutout_holes > 0')
+  _require(config, 'data.crop_scale',
+           lambda v: (isinstance(v, (tuple, list)) and len(v) == 2
+                      and all(map(_number, v)) and 0 < v[0] <= v[1] <= 1),
+           '(low, high) with 0 < low <= high <= 1')
+  _require(config, 'optimizer.lr', lambda v: _number(v) and v > 0,
+           'a positive number')
+  _require(config, 'optimizer.momentum', lambda v: _number(v) and 0 <= v < 1,
+           'a number in [0, 1)')
+  for key in ('optimizer.weight_decay', 'optimizer.clip'):
+    _require(config, key, lambda v: _number(v) and v >= 0, 'a number >= 0')
+  if config.schedule.name == 'step':
+    _require(config, 'schedule.decay_every', lambda v: _integer(v) and v > 0,
+             'a positive number of epochs')
+    _require(config, 'schedule.decay_start', lambda v: _integer(v) and v >= 0,
+             'an epoch >= 0')
+    _require(config, 'schedule.decay_rate', lambda v: _number(v) and 0 < v <= 1,
+             'a factor in (0, 1]')
   for key in ('batch_size', 'eval_batch_size'):
     if config[key] % jax.device_count():
-      raise ValueError(
+      raise errors.UserError(
           f'config.{key}={config[key]} does not divide by the '
           f'{jax.device_count()} devices: the batch size is global')
-  if config.data.eval_crop not in ('ten', 'centre'):
-    raise ValueError(f"config.data.eval_crop={config.data.eval_crop!r}: "
-                     "expected 'ten' or 'centre'")
+  _require(config, 'data.eval_crop', lambda v: v in ('ten', 'centre'),
+           "'ten' or 'centre'")
   selection = config.selection_split
-  if selection and selection not in config.data.eval_splits:
-    raise ValueError(f'config.selection_split={selection!r}: not one of '
-                     f'config.data.eval_splits={config.data.eval_splits}')
+  if training and selection and selection not in config.data.eval_splits:
+    raise errors.UserError(
+        f'config.selection_split={selection!r}: not one of '
+        f'config.data.eval_splits={tuple(config.data.eval_splits)}')
 
 
 class Experiment:
   """What training and evaluation share: mesh, data, model, jitted steps."""
 
-  def __init__(self, config):
-    validate(config)
+  def __init__(self, config, training=True):
+    validate(config, training)
     self.config = config
     self.mesh = Mesh(jax.devices(), ('data',))
     self.replicated = NamedSharding(self.mesh, P())
@@ -202,8 +256,9 @@ class Experiment:
                               config.eval_batch_size, config.seed)
     self.steps_per_epoch = self.data.train_size // config.batch_size
     if not self.steps_per_epoch:
-      raise ValueError(f'config.batch_size={config.batch_size}: larger than '
-                       f'the {self.data.train_size} training images')
+      raise errors.UserError(
+          f'config.batch_size={config.batch_size}: larger than '
+          f'the {self.data.train_size} training images')
     self.total_steps = config.epochs * self.steps_per_epoch
     num_classes = len(self.data.class_names)
     self.model = models.create(config.model, num_classes)
@@ -212,7 +267,7 @@ class Experiment:
     self.eval_step = jax.jit(
         functools.partial(eval_step, model=self.model,
                           num_classes=num_classes),
-        compiler_options=layers.compiler_options())
+        compiler_options=cpu_conv.compiler_options())
 
   def initial_state(self):
     return create_train_state(self.model, self.tx, self.data.input_shape,
@@ -224,13 +279,23 @@ class Experiment:
         lambda x: jax.make_array_from_process_local_data(
             self.batch_sharding, x), local_batch)
 
-  def evaluate(self, variables):
-    """{split: {'accuracy', 'loss', 'confusion'}} over every eval split."""
+  def evaluate(self, variables, predictions=False):
+    """{split: {'accuracy', 'loss', 'confusion'}} over every eval split.
+
+    With `predictions`, each split's result also holds 'predictions':
+    (index in the split, label, probabilities) of every image, in order.
+    """
     results = {}
     for split, dataset in self.data.evals.items():
-      totals = None
+      totals, images = None, []
       for batch in dataset:
-        out = self.eval_step(variables, self.global_batch(batch))
+        batch = self.global_batch(batch)
+        out = self.eval_step(variables, batch)
+        if predictions:
+          images.append({'index': batch['index'], 'label': batch['label'],
+                         'mask': batch['mask'],
+                         'probabilities': out['probabilities']})
+        out = {k: out[k] for k in ('confusion', 'loss')}
         totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
       totals = jax.device_get(totals)
       confusion = np.rint(totals['confusion']).astype(int)
@@ -239,11 +304,24 @@ class Experiment:
           'loss': float(totals['loss'] / max(confusion.sum(), 1)),
           'confusion': confusion.tolist(),
       }
+      if predictions:
+        results[split]['predictions'] = _per_image(images)
     return results
 
   def checkpoints(self, workdir):
     return checkpoint.manager(workdir, self.config.keep_checkpoints,
                               track_best=bool(self.config.selection_split))
+
+
+def _per_image(batches):
+  """[(index, label, probabilities)] sorted by index, padding left out."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  gathered = multihost_utils.process_allgather(batches, tiled=True)
+  rows = [(int(i), int(label), p.tolist())
+          for b in gathered
+          for i, label, keep, p in zip(b['index'], b['label'], b['mask'],
+                                       b['probabilities']) if keep]
+  return sorted(rows)
 
 
 def _log(message):
@@ -256,21 +334,38 @@ def _format(results):
                    results.items())
 
 
-def check_workdir(mngr, config, workdir):
-  """Refuses a workdir whose checkpoints belong to another model or data."""
+def resume(ex, workdir, state, train_iter):
+  """(manager, step, state, iterator, history) from the latest intact
+  checkpoint of the same run; step None and the inputs on a fresh workdir.
+
+  A damaged checkpoint is moved aside (see `checkpoint.set_aside`) and the
+  one before it taken; a checkpoint of another run is refused.
+  """
+  mngr = ex.checkpoints(workdir)
+  while (step := mngr.latest_step()) is not None:
+    try:
+      run = checkpoint.restore_run(mngr, step)
+      note = workdir_lib.check_same_run(run['config'], ex.config.to_dict(),
+                                        workdir, 'train')
+      state, train_iter = checkpoint.restore_train(mngr, step, state,
+                                                   train_iter)
+    except checkpoint.DamagedError as e:
+      if jax.process_index() == 0:
+        moved = checkpoint.set_aside(mngr, step)
+        _log(f'{e}; moved to {moved}, trying the checkpoint before it.')
+      pipeline.sync_processes(f'set aside {step}')
+      mngr = ex.checkpoints(workdir)
+      continue
+    _log(note or f'Resumed from {workdir} at step {step}.')
+    return mngr, step, state, train_iter, run['history']
+  return mngr, None, state, train_iter, []
+
+
+def _last_good(mngr, workdir):
   step = mngr.latest_step()
   if step is None:
-    return None
-  saved = checkpoint.restore_run(mngr, step)['config']
-  for key in ('model', 'data.name'):
-    ours = functools.reduce(lambda c, k: c[k], key.split('.'),
-                            config.to_dict())
-    theirs = functools.reduce(lambda c, k: c[k], key.split('.'), saved)
-    if json.dumps(ours, sort_keys=True) != json.dumps(theirs, sort_keys=True):
-      raise ValueError(
-          f'{workdir} holds checkpoints of config.{key}={theirs}, not '
-          f'{ours}: use another --workdir')
-  return step
+    return f'No checkpoint was saved before it: {workdir} has none to resume.'
+  return f'The last good checkpoint (step {step}) is kept in {workdir}.'
 
 
 def selected(history, selection_split):
@@ -302,24 +397,22 @@ def summary(history, selection_split):
 def train_and_evaluate(config, workdir):
   """Trains, evaluating and checkpointing each epoch; resumes from workdir."""
   ex = Experiment(config)
-  mngr = ex.checkpoints(workdir)
-  start = check_workdir(mngr, config, workdir)
-  state = ex.initial_state()
-  train_iter = iter(ex.data.train)
-  history = []
+  with workdir_lib.lock(workdir):
+    return _train(ex, workdir)
+
+
+def _train(ex, workdir):
+  config = ex.config
+  mngr, start, state, train_iter, history = resume(
+      ex, workdir, ex.initial_state(), iter(ex.data.train))
   if start is None and config.model.get('init_from'):
     state = start_from(state, ex.model, config.model.init_from, ex.replicated)
-  if start is not None:
-    state, train_iter = checkpoint.restore_train(mngr, start, state,
-                                                 train_iter)
-    history = checkpoint.restore_run(mngr, start)['history']
-    _log(f'Resumed from {workdir} at step {start}.')
   start = start or 0
   writer = metrics_lib.MetricWriter(workdir, resume_step=start)
   step_fn = jax.jit(
       functools.partial(train_step, model=ex.model, tx=ex.tx, lr_fn=ex.lr_fn,
                         class_weights=ex.data.class_weights),
-      donate_argnums=0, compiler_options=layers.compiler_options())
+      donate_argnums=0, compiler_options=cpu_conv.compiler_options())
   rng = jax.random.key(config.seed + 1)
   pending = []  # (step, device metrics) not yet fetched
 
@@ -328,43 +421,50 @@ def train_and_evaluate(config, workdir):
     fetched = jax.device_get([m for _, m in pending])
     for (step, _), m in zip(pending, fetched):
       if not np.isfinite(m['loss']):
-        mngr.wait_until_finished()
-        raise FloatingPointError(
-            f'loss is {m["loss"]} at step {step}; stopped. The last good '
-            f'checkpoint (step {mngr.latest_step()}) is kept in {workdir}.')
+        raise errors.DivergedError(
+            f'loss is {m["loss"]} at step {step}; stopped. '
+            + _last_good(mngr, workdir))
     means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
     writer.write(pending[-1][0], {f'train/{k}': v for k, v in means.items()})
     pending.clear()
     return means
 
-  bar = tqdm.tqdm(total=ex.total_steps, initial=start, unit='step',
-                  disable=jax.process_index() != 0)
-  for step in range(start + 1, ex.total_steps + 1):
-    state, step_metrics = step_fn(state, ex.global_batch(next(train_iter)),
-                                  rng)
-    pending.append((step, step_metrics))
-    bar.update()
-    end_of_epoch = step % ex.steps_per_epoch == 0
-    if step % config.log_every == 0 or end_of_epoch:
-      means = flush()
-      bar.set_postfix(loss=f"{means['loss']:.3f}",
-                      acc=f"{means['accuracy']:.3f}")
-    if end_of_epoch:
-      epoch = step // ex.steps_per_epoch
-      results = ex.evaluate({'params': state.params,
-                             'batch_stats': state.batch_stats})
-      history.append({'epoch': epoch, 'step': step, 'eval': results})
-      writer.write(step, {f'{split}/{k}': v for split, r in results.items()
-                          for k, v in r.items()})
-      _log(f'epoch {epoch}/{config.epochs} step {step}: '
-           f'{config.data.eval_crop}-crop accuracy {_format(results)}')
-      selection = (results[config.selection_split]['accuracy']
-                   if config.selection_split else None)
-      checkpoint.save(mngr, step, state, train_iter,
-                      {'config': config.to_dict(), 'history': history},
-                      selection)
-  bar.close()
-  mngr.wait_until_finished()
+  # Closed on errors too, so that their one line starts a line.
+  with tqdm.tqdm(total=ex.total_steps, initial=start, unit='step',
+                 disable=jax.process_index() != 0) as bar:
+    for step in range(start + 1, ex.total_steps + 1):
+      state, step_metrics = step_fn(state, ex.global_batch(next(train_iter)),
+                                    rng)
+      pending.append((step, step_metrics))
+      bar.update()
+      end_of_epoch = step % ex.steps_per_epoch == 0
+      if step % config.log_every == 0 or end_of_epoch:
+        means = flush()
+        bar.set_postfix(loss=f"{means['loss']:.3f}",
+                        acc=f"{means['accuracy']:.3f}")
+      if end_of_epoch:
+        # A finite loss can hide infinite BatchNorm variances or huge weights;
+        # such a state is never saved as a checkpoint to go back to.
+        if not checkpoint.all_finite(state):
+          raise errors.DivergedError(
+              f'parameters, BatchNorm statistics or optimizer state are not '
+              f'finite after step {step}; stopped without saving it. '
+              + _last_good(mngr, workdir))
+        epoch = step // ex.steps_per_epoch
+        results = ex.evaluate({'params': state.params,
+                               'batch_stats': state.batch_stats})
+        history.append({'epoch': epoch, 'step': step, 'eval': results})
+        writer.write(step, {f'{split}/{k}': v for split, r in results.items()
+                            for k, v in r.items()})
+        _log(f'epoch {epoch}/{config.epochs} step {step}: '
+             f'{config.data.eval_crop}-crop accuracy {_format(results)}')
+        selection = (results[config.selection_split]['accuracy']
+                     if config.selection_split else None)
+        checkpoint.save(mngr, step, state, train_iter,
+                        {'config': config.to_dict(), 'history': history,
+                         'data': {'class_names': list(ex.data.class_names),
+                                  'image_shape': list(ex.data.image_shape)}},
+                        selection)
   writer.close()
   if history:
     for line in summary(history, config.selection_split):
@@ -372,21 +472,78 @@ def train_and_evaluate(config, workdir):
   return state, history
 
 
-def evaluate(config, workdir, step=None):
-  """Evaluates a saved checkpoint (default: the selected one), no optimizer."""
-  ex = Experiment(config)
+def _latest_run(mngr, steps):
+  """The run record of the latest checkpoint whose record is readable."""
+  for step in reversed(steps):
+    try:
+      return checkpoint.restore_run(mngr, step)
+    except checkpoint.DamagedError as e:
+      _log(f'{e}; reading the run record of the checkpoint before it.')
+  raise errors.UserError(f'no readable checkpoint in {mngr.directory}')
+
+
+def find_checkpoint(mngr, workdir, checkpoint_step='selected'):
+  """(step, run record) of the checkpoint to read: `checkpoint_step` is
+  'selected' (by the run's own selection split), 'latest' or a step."""
+  steps = mngr.all_steps()
+  if not steps:
+    raise errors.MissingError(f'no checkpoint in {workdir}/checkpoints: '
+                              'train first, or check the workdir')
+  run = _latest_run(mngr, steps)
+  if checkpoint_step == 'selected':
+    step = selected(run['history'], run['config']['selection_split'])['step']
+  elif checkpoint_step == 'latest':
+    step = steps[-1]
+  else:
+    step = int(checkpoint_step)
+  if step not in steps:
+    raise errors.UserError(f'--checkpoint={checkpoint_step}: no step {step} '
+                           f'in {workdir}/checkpoints; it holds {steps}')
+  return step, run
+
+
+def restore_variables(mngr, step, abstract):
+  """{'params', 'batch_stats'} of a checkpoint, shaped and sharded like
+  `abstract`; a damaged one names the others to read instead."""
+  try:
+    return checkpoint.restore_model(mngr, step, abstract)
+  except checkpoint.DamagedError as e:
+    others = [s for s in mngr.all_steps() if s != step]
+    raise errors.UserError(
+        f'{e}; read another with --checkpoint=STEP, one of {others}'
+        if others else f'{e}; no other checkpoint to read') from e
+
+
+def write_predictions(workdir, split, rows, class_names):
+  """eval/<split>_predictions.jsonl: index in the split, label, class
+  probabilities of every image; written to a temporary name, then renamed."""
+  folder = os.path.join(workdir, 'eval')
+  os.makedirs(folder, exist_ok=True)
+  path = os.path.join(folder, f'{split}_predictions.jsonl')
+  with open(path + '.tmp', 'w') as f:
+    for index, label, probabilities in rows:
+      f.write(json.dumps({
+          'index': index, 'label': class_names[label],
+          'probabilities': dict(zip(class_names, probabilities))}) + '\n')
+  os.replace(path + '.tmp', path)
+
+
+def evaluate(config, workdir, checkpoint_step='selected'):
+  """Evaluates a saved checkpoint, no optimizer (see `find_checkpoint`), and
+  writes each split's per-image predictions (`write_predictions`)."""
+  ex = Experiment(config, training=False)
   mngr = ex.checkpoints(workdir)
-  latest = check_workdir(mngr, config, workdir)
-  if latest is None:
-    raise FileNotFoundError(f'no checkpoint in {workdir}/checkpoints')
-  if step is None:
-    history = checkpoint.restore_run(mngr, latest)['history']
-    step = selected(history, config.selection_split)['step']
+  step, run = find_checkpoint(mngr, workdir, checkpoint_step)
+  workdir_lib.check_same_run(run['config'], config.to_dict(), workdir, 'eval')
   abstract = jax.eval_shape(ex.initial_state)  # shapes and shardings only
-  variables = checkpoint.restore_model(
+  variables = restore_variables(
       mngr, step, {'params': abstract.params,
                    'batch_stats': abstract.batch_stats})
-  results = ex.evaluate(variables)
+  results = ex.evaluate(variables, predictions=True)
+  if jax.process_index() == 0:
+    for split, result in results.items():
+      write_predictions(workdir, split, result.pop('predictions'),
+                        ex.data.class_names)
   _log(f'checkpoint step {step}: {config.data.eval_crop}-crop accuracy '
        f'{_format(results)}')
   return results

@@ -102,3 +102,27 @@ def test_cli_writes_a_checkpoint_from_safetensors(tmp_path):
   assert again.returncode != 0
   assert again.stderr.strip().splitlines()[-1] == (
       f'error: {output}: exists; remove it or choose another --output')
+
+
+def test_unreadable_files_and_nan_weights_are_named(tmp_path):
+  pickled = tmp_path / 'random.pth'
+  # A pickle of an arbitrary object: weights_only refuses to build it.
+  torch.save({'model': torch.nn.Linear(2, 2)}, pickled)
+  with pytest.raises(convert.ConversionError,
+                     match=rf'{pickled}: not a PyTorch state dict') as error:
+    convert.read_state_dict(str(pickled))
+  assert 'weights_only=False' not in str(error.value)
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  state = {k: v.numpy() for k, v in _effnet_pytorch().state_dict().items()}
+  truncated = tmp_path / 'cut.safetensors'
+  save_file(state, str(truncated))
+  with open(truncated, 'r+b') as f:
+    f.truncate(os.path.getsize(truncated) // 2)
+  with pytest.raises(convert.ConversionError,
+                     match=rf'{truncated}: not a readable \.safetensors'):
+    convert.read_state_dict(str(truncated))
+  state['_blocks.2._bn1.running_var'][3] = np.nan
+  with pytest.raises(convert.ConversionError,
+                     match=r'not finite \(NaN or inf\): '
+                     r'_blocks\.2\._bn1\.running_var'):
+    convert.convert(state, 'efficientnet-pytorch', 'efficientnet_b0')

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -12,7 +13,9 @@ import pytest
 
 from conftest import launch, launch_args, run_env, tiny_config
 from fer_jax import checkpoint
+from fer_jax import errors
 from fer_jax import train
+from fer_jax.data import transforms
 
 
 @pytest.fixture(scope='module')
@@ -128,16 +131,23 @@ def test_run_killed_between_saves_resumes_to_the_same_parameters(
                params)
 
 
-@pytest.mark.filterwarnings('ignore:divide by zero')
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
-    reference, tmp_path):
+    reference, tmp_path, monkeypatch):
   config, workdir, _, _ = reference
   workdir = shutil.copytree(workdir, tmp_path / 'run')
-  # A zero std turns every image into inf/nan, so step 49 is the first NaN.
-  bad = tiny_config(config.data.data_dir, epochs=4, **{
-      'data.mean': (0.5,), 'data.std': (0.0,)})
-  with pytest.raises(FloatingPointError, match='at step 49.*step 48'):
-    train.train_and_evaluate(bad, str(workdir))
+  # The finished run extended by an epoch whose images are all NaN, so step
+  # 49 is the first NaN loss.
+  normal = transforms.train_transform
+
+  def nan_images(data_config):
+    transform = normal(data_config)
+    return lambda example, rng: dict(transform(example, rng),
+                                     image=np.full((44, 44, 1), np.nan))
+
+  monkeypatch.setattr(transforms, 'train_transform', nan_images)
+  longer = tiny_config(config.data.data_dir, epochs=4)
+  with pytest.raises(errors.DivergedError, match='at step 49.*step 48'):
+    train.train_and_evaluate(longer, str(workdir))
   assert train.Experiment(config).checkpoints(str(workdir)).all_steps()[
       -1] == 48
 
@@ -145,22 +155,38 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
 def test_workdir_of_another_model_is_refused(reference):
   config, workdir, _, _ = reference
   other = tiny_config(config.data.data_dir, **{'model.name': 'vgg19'})
-  with pytest.raises(ValueError, match="config.model=.*uvgg19.*--workdir"):
+  with pytest.raises(errors.UserError, match=(
+      r"config\.model\.name='vgg19' \(the run has 'uvgg19'\).*--workdir")):
     train.train_and_evaluate(other, workdir)
 
 
-@pytest.mark.parametrize('key, value, message', [
-    ('batch_size', 0, 'config.batch_size=0: expected a positive integer'),
-    ('data.crop', -1, 'config.data.crop=-1'),
-    ('data.crop', 50, 'config.data.crop=50: larger than'),
-    ('data.name', 'affectnet', "config.data.name='affectnet'"),
-    ('selection_split', 'train', "config.selection_split='train'"),
-    ('data.class_weights', 'balanced', "config.data.class_weights='balanced'"),
+@pytest.mark.parametrize('overrides, message', [
+    ({'batch_size': 0}, 'config.batch_size=0: expected a positive integer'),
+    ({'data.crop': -1}, 'config.data.crop=-1'),
+    ({'data.crop': 50}, 'config.data.crop=50: larger than'),
+    ({'data.name': 'affectnet'}, "config.data.name='affectnet'"),
+    ({'selection_split': 'train'}, "config.selection_split='train'"),
+    ({'data.class_weights': 'balanced'},
+     "config.data.class_weights='balanced'"),
+    ({'data.holdout': -64}, 'config.data.holdout=-64: expected an integer '
+     '>= 0'),
+    ({'schedule.name': 'step', 'schedule.decay_every': 0},
+     'config.schedule.decay_every=0: expected a positive number of epochs'),
+    ({'data.cutout_length': -8}, 'config.data.cutout_length=-8'),
+    ({'data.crop_scale': (0.5, 1.5)}, 'config.data.crop_scale=(0.5, 1.5): '
+     'expected (low, high) with 0 < low <= high <= 1'),
+    ({'optimizer.lr': -0.1}, 'config.optimizer.lr=-0.1: expected a positive'),
+    ({'data.mean': (0.5, 0.5, 0.5), 'data.std': (0.2, 0.2, 0.2)},
+     "config.data.mean=(0.5, 0.5, 0.5): expected 1 finite value(s), one per "
+     "channel of 'fer_synth/small'"),
+    ({'data.mean': (0.5,), 'data.std': (0.0,)}, 'config.data.std=(0.0,): '
+     'expected 1 finite value(s)'),
+    ({'data.workers': -1}, 'config.data.workers=-1: expected an integer >= 0'),
 ])
-def test_bad_config_value_names_the_key(data_dir, tmp_path, key, value,
+def test_bad_config_value_names_the_key(data_dir, tmp_path, overrides,
                                         message):
-  with pytest.raises(ValueError, match=message.replace('.', r'\.')):
-    train.train_and_evaluate(tiny_config(data_dir, **{key: value}),
+  with pytest.raises(errors.UserError, match=re.escape(message)):
+    train.train_and_evaluate(tiny_config(data_dir, **overrides),
                              str(tmp_path))
   assert not os.path.exists(tmp_path / 'checkpoints')
 

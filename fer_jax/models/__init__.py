@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fer_jax import errors
 from fer_jax.models import layers
 from fer_jax.models import efficientnet
 from fer_jax.models import resnet
@@ -22,13 +23,15 @@ def create(model_config, num_classes):
   name = kwargs.pop('name')
   kwargs.pop('init_from', None)  # weights to start from, not a module field
   if name not in MODELS:
-    raise ValueError(f'config.model.name={name!r}: unknown model; expected '
-                     f'one of {sorted(MODELS)}')
+    raise errors.UserError(
+        f'config.model.name={name!r}: unknown model; expected '
+        f'one of {sorted(MODELS)}')
   module_class = getattr(MODELS[name], 'func', MODELS[name])
   fields = {f.name for f in dataclasses.fields(module_class)}
   for key in kwargs:
     if key not in fields or key in ('parent', 'name'):
-      raise ValueError(f'config.model.{key}: not a field of model {name!r}')
+      raise errors.UserError(
+          f'config.model.{key}: not a field of model {name!r}')
   return MODELS[name](num_classes=num_classes, **kwargs)
 
 

@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fer_jax import errors
 from fer_jax.models import layers
 
 # (expansion, kernel, stride, output channels, repeats) per stage of B0.
@@ -107,6 +108,7 @@ class EfficientNetB0(nn.Module):
 
   def __post_init__(self):
     if self.padding not in ('same', 'symmetric'):
-      raise ValueError(f'config.model.padding={self.padding!r}: expected '
-                       "'same' or 'symmetric'")
+      raise errors.UserError(
+          f'config.model.padding={self.padding!r}: expected '
+          "'same' or 'symmetric'")
     super().__post_init__()

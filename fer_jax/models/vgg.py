@@ -3,14 +3,16 @@
 `vgg19` is the baseline of WuJie1010/Facial-Expression-Recognition.Pytorch
 (models/vgg.py): 16 3x3 convolutions with bias, BatchNorm and ReLU, a 2x2 max
 pool after each of the five stages, then (at a 44x44 input the map is 1x1)
-flatten -> Dropout(0.5) -> Dense(512 -> 7): 20,037,831 parameters at 44x44x1.
+flatten -> Dropout(0.5) -> Dense(512 -> 7).
 
 `uvgg19` is the model of "U-Net-based VGG19" (Chinese Journal of Engineering,
 2025). The paper leaves three things open; the choices, and why:
   * SE placement. "An SE module is embedded after each convolutional layer":
-    we put one after every conv (conv -> BN -> PReLU -> SE), reduction 16. This
-    gives 20,741,255 parameters at 44x44x1, matching the paper's 20.7M; one SE
-    per stage would give 20.52M.
+    we put one after every conv (conv -> BN -> PReLU -> SE), reduction 16,
+    the placement whose parameter count matches the paper's 20.7M at 44x44x1
+    (one SE per stage would give 20.52M); `tests/test_models.py::
+    test_uvgg19_parameter_count_and_the_delta_of_each_switch` pins the count
+    and what each switch adds, `python -m fer_jax.bench --summary` prints it.
   * PReLU slopes: one per channel (PyTorch's `nn.PReLU(channels)`), which is
     what the 20.7M count admits; a shared slope changes it by 5.5k only.
     With BatchNorm they are `BatchNorm_k/slope`: `layers.BatchNorm` applies
@@ -20,8 +22,7 @@ flatten -> Dropout(0.5) -> Dense(512 -> 7): 20,037,831 parameters at 44x44x1.
     cropped to the size of the deep feature and concatenated": stage 4 takes
     conv1x1(cat(centre_crop(x2), x3)) -> 256 channels, stage 5 takes
     conv1x1(cat(centre_crop(x1), x4)) -> 512 channels. The fusions are linear
-    1x1 convs with bias (393,984 parameters at width 1), each followed by the
-    next stage's conv-BN-PReLU.
+    1x1 convs with bias, each followed by the next stage's conv-BN-PReLU.
 The head: global average pool -> Dropout(0.5) -> 1x1 conv (512 -> classes) ->
 Dense(classes -> classes).
 
@@ -33,7 +34,9 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fer_jax import errors
 from fer_jax.models import layers
+from fer_jax.models import pooling
 
 STAGES = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
 
@@ -83,7 +86,7 @@ class VGG(nn.Module):
         x = self.fuse(outputs[0], x, x.shape[-1])
       for _ in range(convs):
         x = self.conv_block(x, self.channels(c), train)
-      x = layers.max_pool(x, 2)
+      x = pooling.max_pool(x, 2)
       outputs.append(x)
 
     if self.head == 'dense':
@@ -101,10 +104,11 @@ class VGG(nn.Module):
         ('se_activation', self.se_activation, tuple(layers.ACTIVATIONS)),
         ('head', self.head, ('dense', 'gap_conv'))):
       if value not in allowed:
-        raise ValueError(f'config.model.{field}={value!r}: expected one of '
-                         f'{allowed}')
+        raise errors.UserError(
+            f'config.model.{field}={value!r}: expected one of '
+            f'{allowed}')
     if self.width <= 0:
-      raise ValueError(f'config.model.width={self.width}: expected > 0')
+      raise errors.UserError(f'config.model.width={self.width}: expected > 0')
     super().__post_init__()
 
 
