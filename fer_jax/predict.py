@@ -1,0 +1,300 @@
+"""Emotions of the faces in photos, folders and videos.
+
+  python -m fer_jax.predict photo.jpg                 # the model that ships
+  python -m fer_jax.predict photos/ clip.mp4 --json --out=annotated/
+  python -m fer_jax.predict face.png --no_detect --workdir=runs/demo \
+      --checkpoint=latest
+
+Each input is an image (JPEG, PNG, BMP, TIFF, WebP; EXIF orientation
+honoured), a folder (searched recursively) or a video (every
+`--video_stride`-th frame, with its time). Faces are found with OpenCV's Haar
+cascade (`fer_jax.faces`), or with `--no_detect` each input is taken as one
+face. A face reaches the model exactly as images reach it in evaluation: in
+the dataset's stored format (`to_dataset_image`: Pillow's grayscale or RGB,
+resized to the stored size), then `transforms.eval_transform` (the ten crops,
+or resize and centre crop, and the normalisation of the run's config), then
+`train.crop_averaged_logits`. `tests/test_predict.py` checks that
+`--no_detect` on FER2013-format files gives `--mode=eval`'s per-image
+probabilities.
+
+Output: with `--json` one JSON object per image or video frame on stdout,
+`{"path", ["frame", "time",] "faces": [{"box": [x, y, w, h],
+"probabilities": {class: p}, "label": class}]}`, or `{"path", "error"}`;
+text otherwise. `--out=DIR` writes annotated copies (and videos). An input
+that fails is reported and skipped; the exit status is then 1.
+"""
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from PIL import Image
+from PIL import ImageOps
+import tqdm
+
+from fer_jax import checkpoint
+from fer_jax import errors
+from fer_jax import faces
+from fer_jax import models
+from fer_jax import pretrained
+from fer_jax import train
+from fer_jax.data import transforms
+from fer_jax.models import cpu_conv
+
+VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v')
+# Faces are batched in these sizes (padded up), so that the model compiles
+# once per size, not once per face count.
+BATCH_SIZES = (1, 4, 16, 64)
+
+
+def to_dataset_image(image, shape):
+  """An RGB or grayscale uint8 image as the dataset stores its images:
+  converted by Pillow (as the builders decode files) and resized to
+  (H, W) of `shape` if it is not that size already."""
+  mode = {1: 'L', 3: 'RGB'}[shape[2]]
+  picture = Image.fromarray(image).convert(mode)
+  if picture.size != (shape[1], shape[0]):
+    picture = picture.resize((shape[1], shape[0]), Image.BILINEAR)
+  return np.asarray(picture, np.uint8).reshape(shape)
+
+
+def read_image(path):
+  """The image at `path` as RGB uint8, EXIF orientation applied."""
+  try:
+    with Image.open(path) as picture:
+      picture.load()
+      return np.asarray(ImageOps.exif_transpose(picture).convert('RGB'))
+  except (OSError, ValueError, Image.DecompressionBombError) as e:
+    raise errors.UserError(f'{path}: not a readable image ({e})') from None
+
+
+class Predictor:
+  """A trained model with its config's preprocessing; see the module doc."""
+
+  def __init__(self, config, class_names, image_shape, variables):
+    self.config = config
+    self.class_names = tuple(class_names)
+    self.image_shape = tuple(image_shape)
+    self.variables = variables
+    self.transform = transforms.eval_transform(config.data)
+    model = models.create(config.model, len(class_names))
+    self._logits = jax.jit(
+        lambda v, x: jax.nn.softmax(
+            train.crop_averaged_logits(v, x, model=model)),
+        compiler_options=cpu_conv.compiler_options())
+
+  @classmethod
+  def from_workdir(cls, workdir, checkpoint_step='selected'):
+    """The run in `workdir` at its selected (or 'latest', or a step)
+    checkpoint."""
+    if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+      raise errors.MissingError(f'{workdir}: no checkpoints/ folder; '
+                                'expected the workdir of a training run')
+    mngr = checkpoint.manager(workdir, keep=1, track_best=False)
+    step, run = train.find_checkpoint(mngr, workdir, checkpoint_step)
+    if 'data' not in run:
+      raise errors.UserError(
+          f'{workdir}: its checkpoints predate the class names in the run '
+          'record; train it again with this version to predict with it')
+    config = ml_collections.ConfigDict(run['config'])
+    model = models.create(config.model, len(run['data']['class_names']))
+    crop = (config.data.crop, config.data.crop, run['data']['image_shape'][2])
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+        jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                          jnp.zeros((1, *crop)))))
+    variables = train.restore_variables(
+        mngr, step, {'params': abstract['params'],
+                     'batch_stats': abstract.get('batch_stats', {})})
+    return cls(config, run['data']['class_names'],
+               run['data']['image_shape'], variables)
+
+  @classmethod
+  def pretrained(cls):
+    """The FER2013 model that ships with the package (`fer_jax.pretrained`)."""
+    return cls(*pretrained.load())
+
+  def probabilities(self, face_images):
+    """(faces, classes) probabilities of uint8 face crops (RGB or grey, any
+    size), computed in batches of `BATCH_SIZES`."""
+    inputs = np.stack([
+        self.transform({'image': to_dataset_image(f, self.image_shape),
+                        'label': 0})['image'] for f in face_images])
+    out = []
+    for start in range(0, len(inputs), BATCH_SIZES[-1]):
+      chunk = inputs[start:start + BATCH_SIZES[-1]]
+      size = min(s for s in BATCH_SIZES if s >= len(chunk))
+      padded = np.concatenate(
+          [chunk, np.zeros((size - len(chunk), *chunk.shape[1:]),
+                           chunk.dtype)])
+      out.append(np.asarray(self._logits(self.variables, padded))[
+          :len(chunk)])
+    return np.concatenate(out) if out else np.zeros((0, len(self.class_names)))
+
+  def predict(self, images, detect=True):
+    """For each RGB uint8 image, its faces: [{'box', 'probabilities',
+    'label'}]; without `detect` the whole image is one face. The faces of
+    all images go through the model together."""
+    boxes = [faces.detect(image) if detect else
+             [(0, 0, image.shape[1], image.shape[0])] for image in images]
+    crops = [image[y:y + h, x:x + w]
+             for image, found in zip(images, boxes) for x, y, w, h in found]
+    probabilities = iter(self.probabilities(crops))
+    results = []
+    for found in boxes:
+      results.append([])
+      for box in found:
+        p = next(probabilities)
+        results[-1].append({
+            'box': [int(v) for v in box],
+            'probabilities': {name: float(v)
+                              for name, v in zip(self.class_names, p)},
+            'label': self.class_names[int(np.argmax(p))]})
+    return results
+
+
+def expand(inputs):
+  """The files of `inputs`: files as given, folders searched recursively
+  (sorted, hidden files left out)."""
+  for path in inputs:
+    if os.path.isdir(path):
+      for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+        for name in sorted(files):
+          if not name.startswith('.'):
+            yield os.path.join(root, name)
+    else:
+      yield path
+
+
+def video_frames(path, stride):
+  """Yields (frame index, time in seconds, RGB frame) of every stride-th
+  frame, and the frame rate first as (None, fps, None)."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  capture = cv2.VideoCapture(path)
+  if not capture.isOpened():
+    raise errors.UserError(f'{path}: not a readable video')
+  try:
+    yield None, capture.get(cv2.CAP_PROP_FPS) or 25.0, None
+    index = 0
+    while True:
+      ok, frame = capture.read()
+      if not ok:
+        break
+      if index % stride == 0:
+        yield (index, capture.get(cv2.CAP_PROP_POS_MSEC) / 1000,
+               cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+      index += 1
+  finally:
+    capture.release()
+
+
+def describe(record):
+  """One human-readable line for an output record."""
+  where = record['path'] + (f" frame {record['frame']} ({record['time']:.2f}"
+                            ' s)' if 'frame' in record else '')
+  if 'error' in record:
+    return f"{where}: error: {record['error']}"
+  if not record['faces']:
+    return f'{where}: no face found'
+  parts = []
+  for face in record['faces']:
+    ranked = sorted(face['probabilities'].items(), key=lambda kv: -kv[1])
+    parts.append(f"face at {tuple(face['box'])}: " + ', '.join(
+        f'{name} {p:.2f}' for name, p in ranked[:3]))
+  return f'{where}: ' + '; '.join(parts)
+
+
+def _output_path(out, path, suffix=None):
+  name = os.path.splitext(os.path.basename(path))[0]
+  target = os.path.join(out, name + (suffix or os.path.splitext(path)[1]))
+  os.makedirs(out, exist_ok=True)
+  return target
+
+
+def _run_image(predictor, path, detect, out):
+  image = read_image(path)
+  record = {'path': path, 'faces': predictor.predict([image], detect)[0]}
+  if out:
+    from fer_jax import annotate  # pylint: disable=g-import-not-at-top
+    annotate.save(annotate.draw(image, record['faces']),
+                  _output_path(out, path))
+  return [record]
+
+
+def _run_video(predictor, path, detect, out, stride, bar):
+  frames = video_frames(path, stride)
+  _, fps, _ = next(frames)
+  records, writer = [], None
+  for index, time, frame in frames:
+    record = {'path': path, 'frame': index, 'time': round(time, 3),
+              'faces': predictor.predict([frame], detect)[0]}
+    records.append(record)
+    bar.update()
+    if out:
+      from fer_jax import annotate  # pylint: disable=g-import-not-at-top
+      writer = writer or annotate.VideoWriter(
+          _output_path(out, path, '.mp4'), fps / stride, frame.shape)
+      writer.write(annotate.draw(frame, record['faces']))
+  if writer:
+    writer.close()
+  return records
+
+
+def run(predictor, inputs, detect=True, out=None, stride=10):
+  """Yields an output record per image or video frame, or per failure."""
+  files = list(expand(inputs))
+  with tqdm.tqdm(total=len(files), unit='file', file=sys.stderr,
+                 disable=len(files) < 2) as bar:
+    for path in files:
+      try:
+        if not os.path.exists(path):
+          raise errors.UserError(f'{path}: no such file or folder')
+        if path.lower().endswith(VIDEO_EXTENSIONS):
+          yield from _run_video(predictor, path, detect, out, stride, bar)
+        else:
+          yield from _run_image(predictor, path, detect, out)
+      except errors.UserError as e:
+        yield {'path': path, 'error': str(e)}
+      bar.update()
+
+
+def main(argv):
+  inputs = argv[1:]
+  if not inputs:
+    raise app.UsageError('give one or more images, folders or videos')
+
+  f = flags.FLAGS
+
+  def load():
+    if f.workdir:
+      return Predictor.from_workdir(f.workdir, f.checkpoint)
+    return Predictor.pretrained()
+
+  predictor = errors.report(load, verbose=f.verbosity >= 1)
+  failed = False
+  for record in run(predictor, inputs, not f.no_detect, f.out,
+                    f.video_stride):
+    failed |= 'error' in record
+    print(json.dumps(record) if f.json else describe(record), flush=True)
+  sys.exit(1 if failed else 0)
+
+
+if __name__ == '__main__':
+  # Defined here, not at import: the Predictor is imported by other tools.
+  flags.DEFINE_string('workdir', None, 'A training run to predict with; '
+                      'default: the model that ships with fer_jax.')
+  flags.DEFINE_string('checkpoint', 'selected',
+                      "With --workdir: 'selected', 'latest' or a step.")
+  flags.DEFINE_string('out', None, 'Folder for annotated copies.')
+  flags.DEFINE_bool('json', False, 'JSON lines on stdout.')
+  flags.DEFINE_bool('no_detect', False, 'Each input is already a cropped face.')
+  flags.DEFINE_integer('video_stride', 10,
+                       'Predict every n-th frame of a video.')
+  app.run(main)

@@ -1,0 +1,77 @@
+"""The model that ships with the package: one file with its config, class
+names, stored image shape and weights (flax's msgpack).
+
+  python -m fer_jax.pretrained --workdir=runs/vgg19_fer2013_cpu \
+      [--checkpoint=selected] [--output=fer_jax/pretrained/fer2013.msgpack]
+
+exports a run's checkpoint into that file (written to a temporary name,
+then renamed); `load()` reads it back for `fer_jax.predict.Predictor`.
+Which run made the shipped file, and its measured accuracy, is in the
+README and in its config (`configs/vgg19_fer2013_cpu.py`).
+"""
+import json
+import os
+
+from absl import app
+from absl import flags
+import flax.serialization
+import jax
+import ml_collections
+import numpy as np
+
+from fer_jax import errors
+
+PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'pretrained',
+                    'fer2013.msgpack')
+
+
+def export(workdir, output=PATH, checkpoint_step='selected'):
+  """Writes the run's checkpoint to `output`; returns the step exported."""
+  from fer_jax import predict  # pylint: disable=g-import-not-at-top
+  predictor = predict.Predictor.from_workdir(workdir, checkpoint_step)
+  record = {
+      'config': json.dumps(predictor.config.to_dict()),
+      'class_names': list(predictor.class_names),
+      'image_shape': list(predictor.image_shape),
+      'variables': jax.tree.map(np.asarray, predictor.variables),
+  }
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  with open(output + '.tmp', 'wb') as f:
+    f.write(flax.serialization.msgpack_serialize(record))
+  os.replace(output + '.tmp', output)
+
+
+def load(path=PATH):
+  """(config, class names, image shape, variables) from an exported file."""
+  if not os.path.isfile(path):
+    raise errors.MissingError(
+        f'{path}: missing; the shipped model comes with the repository '
+        '(or export one with python -m fer_jax.pretrained --workdir=RUN)')
+  try:
+    with open(path, 'rb') as f:
+      record = flax.serialization.msgpack_restore(f.read())
+    config = ml_collections.ConfigDict(json.loads(record['config']))
+    return (config, record['class_names'], record['image_shape'],
+            record['variables'])
+  except (ValueError, KeyError, TypeError) as e:
+    raise errors.UserError(f'{path}: not an exported fer_jax model '
+                           f'({type(e).__name__}: {e})') from None
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  if not f.workdir:
+    raise app.UsageError('--workdir is required')
+  errors.report(export, f.workdir, f.output, f.checkpoint,
+                verbose=f.verbosity >= 1)
+  print(f'{f.output}: {os.path.getsize(f.output) / 1e6:.1f} MB')
+
+
+if __name__ == '__main__':
+  # Defined here, not at import: fer_jax.predict imports this module.
+  flags.DEFINE_string('workdir', None, 'The run to export.')
+  flags.DEFINE_string('checkpoint', 'selected',
+                      "'selected', 'latest' or a step.")
+  flags.DEFINE_string('output', PATH, 'The file to write.')
+  app.run(main)

@@ -1,0 +1,132 @@
+"""Prediction on photos: detection, the same preprocessing as evaluation."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fixtures
+from conftest import REPO, run_env
+from fer_jax import errors
+from fer_jax import faces
+from fer_jax import predict
+from fer_jax import train
+from fer_jax.data import prepare
+
+# The astronaut's face in scikit-image's photograph (512x512), hairline to
+# chin and ear to ear, read off the image by hand.
+ASTRONAUT_FACE = (175, 60, 105, 115)
+
+
+def _iou(a, b):
+  ax, ay, aw, ah = a
+  bx, by, bw, bh = b
+  w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+  h = max(0, min(ay + ah, by + bh) - max(ay, by))
+  return w * h / (aw * ah + bw * bh - w * h)
+
+
+@pytest.fixture(scope='module')
+def fer2013_run(tmp_path_factory):
+  """A one-epoch run on a FER2013-layout fixture: (config, workdir, raw)."""
+  from configs import vgg19_fer2013_cpu  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('fer2013')
+  raw = fixtures.write_fer2013_folders(str(root / 'raw'))
+  prepare.prepare('fer2013', raw, str(root / 'tfds'))
+  config = vgg19_fer2013_cpu.get_config()
+  config.data.update(data_dir=str(root / 'tfds'), threads=1)
+  config.model.width = 1 / 16
+  config.update(epochs=1, batch_size=8, eval_batch_size=8, log_every=1)
+  workdir = str(root / 'run')
+  train.train_and_evaluate(config, workdir)
+  return config, workdir, raw
+
+
+def test_the_cascade_finds_the_face_in_a_real_photograph():
+  data = pytest.importorskip('skimage.data',
+                             reason='needs scikit-image (test-only)')
+  boxes = faces.detect(data.astronaut())
+  assert len(boxes) == 1
+  assert _iou(boxes[0], ASTRONAUT_FACE) >= 0.5, boxes
+
+
+def test_predictions_on_a_photograph_are_distributions_over_the_classes(
+    fer2013_run):
+  data = pytest.importorskip('skimage.data',
+                             reason='needs scikit-image (test-only)')
+  _, workdir, _ = fer2013_run
+  predictor = predict.Predictor.from_workdir(workdir)
+  image = data.astronaut()
+  found, = predictor.predict([image])
+  assert len(found) == 1
+  face = found[0]
+  assert _iou(face['box'], ASTRONAUT_FACE) >= 0.5
+  p = face['probabilities']
+  assert list(p) == list(predictor.class_names)
+  assert abs(sum(p.values()) - 1) < 1e-5 and min(p.values()) >= 0
+  assert face['label'] == max(p, key=p.get)
+  # A batch of faces gives each face's own probabilities.
+  twice = predictor.probabilities([image[60:175, 175:280]] * 3)
+  np.testing.assert_allclose(twice, twice[:1].repeat(3, 0), atol=1e-6)
+
+
+def test_no_detect_reproduces_the_evaluation_probabilities(fer2013_run):
+  config, workdir, raw = fer2013_run
+  config = config.copy_and_resolve_references()
+  config.data.eval_splits = ('validation', 'test')  # evaluation may add test
+  train.evaluate(config, workdir)
+  with open(os.path.join(workdir, 'eval', 'test_predictions.jsonl')) as f:
+    evaluated = [json.loads(line) for line in f]
+  # The fixture's images differ pixel for pixel: match files to records.
+  builder = prepare.prepare('fer2013', raw, config.data.data_dir)
+  source = builder.as_data_source(split='test')
+  by_pixels = {source[i]['image'].tobytes(): i for i in range(len(source))}
+  paths = sorted(glob.glob(os.path.join(raw, 'test', '*', 'PrivateTest_*')))
+  images = [predict.read_image(p) for p in paths]
+  predictor = predict.Predictor.from_workdir(workdir)
+  predicted = predictor.predict(images, detect=False)
+  assert len(paths) == len(evaluated) == 9
+  for path, image, (face,) in zip(paths, images, predicted):
+    grey = predict.to_dataset_image(image, (48, 48, 1))
+    record = evaluated[by_pixels[grey.tobytes()]]
+    assert record['label'] == os.path.basename(os.path.dirname(path))
+    np.testing.assert_allclose(list(face['probabilities'].values()),
+                               list(record['probabilities'].values()),
+                               atol=1e-5)
+
+
+def test_bad_files_are_reported_and_the_others_predicted(fer2013_run,
+                                                         tmp_path):
+  _, workdir, raw = fer2013_run
+  folder = tmp_path / 'photos'
+  (folder / 'more').mkdir(parents=True)
+  good = sorted(glob.glob(os.path.join(raw, 'train', 'happy', '*.jpg')))[:2]
+  for i, path in enumerate(good):
+    with open(path, 'rb') as f:
+      (folder / ('more' if i else '.') / f'face{i}.jpg').write_bytes(f.read())
+  (folder / 'broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 not really')
+  (folder / 'notes.txt').write_text('not an image')
+  result = subprocess.run(
+      [sys.executable, '-m', 'fer_jax.predict', str(folder), '--json',
+       '--no_detect', f'--workdir={workdir}', f'--out={tmp_path / "out"}'],
+      cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=300,
+      check=False)
+  assert result.returncode == 1, result.stderr[-2000:]
+  records = [json.loads(line) for line in result.stdout.splitlines()]
+  assert [os.path.relpath(r['path'], folder) for r in records] == [
+      'broken.jpg', 'face0.jpg', 'notes.txt', 'more/face1.jpg']
+  assert 'not a readable image' in records[0]['error']
+  assert 'not a readable image' in records[2]['error']
+  for record in (records[1], records[3]):
+    face, = record['faces']
+    assert face['box'] == [0, 0, 48, 48]
+    assert abs(sum(face['probabilities'].values()) - 1) < 1e-5
+  assert sorted(os.listdir(tmp_path / 'out')) == ['face0.jpg', 'face1.jpg']
+
+
+def test_a_workdir_without_checkpoints_is_named(tmp_path):
+  with pytest.raises(errors.MissingError, match='no checkpoints/ folder'):
+    predict.Predictor.from_workdir(str(tmp_path))
