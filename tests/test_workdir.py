@@ -192,11 +192,11 @@ def test_a_metrics_line_cut_by_a_kill_is_dropped_on_resume(finished,
 
 def test_failed_save_stops_the_run_with_the_path_and_reason(data_dir,
                                                             tmp_path):
-  # Width 1/4: its parameters need files past the 2 MB limit set here, which
-  # fails writes with EFBIG as a full disk fails them with ENOSPC.
-  config = tiny_config(data_dir, epochs=1, **{'model.width': 0.25})
+  # The parameters (324 KB) need a file past the 128 KB limit set here,
+  # which fails writes with EFBIG as a full disk fails them with ENOSPC.
+  config = tiny_config(data_dir, epochs=1)
   result = subprocess.run(
-      ['bash', '-c', 'trap "" XFSZ; ulimit -f 2048; exec "$@"', 'bash',
+      ['bash', '-c', 'trap "" XFSZ; ulimit -f 128; exec "$@"', 'bash',
        *launch_args(config, str(tmp_path))], env=run_env(), text=True,
       capture_output=True, timeout=300, check=False)
   assert result.returncode == 1
