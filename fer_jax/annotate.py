@@ -12,28 +12,39 @@ BAR = (40, 160, 255)
 
 
 def draw(image, found):
-  """A copy of the RGB uint8 `image` with the `faces` of `Predictor.predict`
-  drawn on it."""
+  """A copy of the RGB uint8 `image` with the faces of `Predictor.predict`
+  drawn on it: the box, the top class on a filled tag above it, and a panel
+  beside it with a bar and the probability of every class."""
   picture = Image.fromarray(image).convert('RGB')
   pen = ImageDraw.Draw(picture)
   scale = max(1, round(max(picture.size) / 400))
   font = ImageFont.load_default(size=11 * scale)
+  line = 13 * scale
   for face in found:
     x, y, w, h = face['box']
     pen.rectangle([x, y, x + w, y + h], outline=BOX, width=2 * scale)
-    top = face['probabilities'][face['label']]
-    pen.text((x, max(0, y - 14 * scale)), f"{face['label']} {top:.0%}",
-             fill=BOX, font=font)
-    # One bar per class, to the right of the box (left if no room).
-    length = 60 * scale
+    tag = f"{face['label']} {face['probabilities'][face['label']]:.0%}"
+    top = max(0, y - line - 2 * scale)
+    pen.rectangle([x, top, x + pen.textlength(tag, font=font) + 4 * scale,
+                   top + line + scale], fill=BOX)
+    pen.text((x + 2 * scale, top), tag, fill=(255, 255, 255), font=font)
+    # The panel goes right of the box, or left of it if there is no room.
+    bar = 50 * scale
+    width = bar + max(pen.textlength(f'{name} 100%', font=font)
+                      for name in face['probabilities']) + 8 * scale
     left = x + w + 4 * scale
-    if left + length + 50 * scale > picture.size[0]:
-      left = max(0, x - length - 54 * scale)
+    if left + width > picture.size[0]:
+      left = max(0, x - width - 4 * scale)
+    rows = len(face['probabilities'])
+    pen.rectangle([left, y, left + width, y + rows * line + 2 * scale],
+                  fill=(255, 255, 255))
     for i, (name, p) in enumerate(face['probabilities'].items()):
-      row = y + i * 13 * scale
-      pen.rectangle([left, row + 2, left + round(length * p), row + 11 * scale],
+      row = y + i * line + scale
+      pen.rectangle([left + 2 * scale, row + 2 * scale,
+                     left + 2 * scale + round(bar * p), row + line - scale],
                     fill=BAR)
-      pen.text((left + length + 3 * scale, row), name, fill=BAR, font=font)
+      pen.text((left + bar + 6 * scale, row), f'{name} {p:.0%}',
+               fill=(0, 0, 0), font=font)
   return np.asarray(picture)
 
 

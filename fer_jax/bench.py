@@ -11,6 +11,7 @@ Cutout) for each of `--workers`, to compare with the train step's images/s.
   python -m fer_jax.bench --models=vgg19,uvgg19 --batch=128 --steps=10
   python -m fer_jax.bench --models=efficientnet_b0 --reference
   python -m fer_jax.bench --modes=input --data=fer2013 --workers=0,1,2
+  python -m fer_jax.bench --modes=predict   # the shipped model on faces
   python -m fer_jax.bench --summary   # parameters and GMACs, no timing
   python -m fer_jax.bench --json
 
@@ -44,7 +45,8 @@ _MODELS = flags.DEFINE_list(
     'models', ['vgg19', 'uvgg19', 'efficientnet_b0', 'resnet50'],
     'Models to time.')
 _MODES = flags.DEFINE_list('modes', ['train', 'infer', 'input'],
-                           'train, infer and/or input.')
+                           'train, infer, input and/or predict (the shipped '
+                           'model, batch 1 and 64).')
 _BATCH = flags.DEFINE_integer('batch', None,
                               'Global batch size; default per model.')
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps (after warm-up).')
@@ -132,6 +134,21 @@ def time_model(name, mode, batch, steps, width=1.0):
   }
 
 
+def time_predict(batch, steps):
+  """The shipped model through `Predictor.probabilities`, as photos go:
+  faces of 120x120 px (resized, ten-cropped, then the model)."""
+  from fer_jax import predict  # pylint: disable=g-import-not-at-top
+  predictor = predict.Predictor.pretrained()
+  faces = list(np.random.default_rng(0).integers(
+      0, 256, (batch, 120, 120, 3), np.uint8))
+  seconds = _median_seconds(lambda: predictor.probabilities(faces), steps)
+  return {'name': f'predict/shipped/batch={batch}', 'model': 'shipped',
+          'mode': 'predict', 'batch': batch, 'input': '120x120x3',
+          'params': None, 'img_per_s': batch / seconds,
+          'latency_ms': 1000 * seconds, 'gflops_per_img': None,
+          'achieved_gflops': None}
+
+
 def time_pipeline(dataset, workers, batch, steps, data_dir=None):
   """Images/s the training iterator delivers with the paper's augmentations."""
   config = vgg19_fer2013.get_config().data
@@ -216,7 +233,7 @@ def main(argv):
             f'{params:>12,d} params (7 classes) {macs / 1e9:7.3f} GMACs/image')
     return
   batch = lambda name: _BATCH.value or BATCHES[name]
-  modes = [m for m in _MODES.value if m != 'input']
+  modes = [m for m in _MODES.value if m not in ('input', 'predict')]
   records = [time_model(name, mode, batch(name), _STEPS.value, _WIDTH.value)
              for name in _MODELS.value for mode in modes]
   if 'input' in _MODES.value:
@@ -225,6 +242,8 @@ def main(argv):
                               _BATCH.value or BATCHES['vgg19'],
                               max(20, _STEPS.value), _DATA_DIR.value)
                 for workers in _WORKERS.value]
+  if 'predict' in _MODES.value:
+    records += [time_predict(batch, _STEPS.value) for batch in (1, 64)]
   if _REFERENCE.value:
     for name in [n for n in _MODELS.value if n in TORCH_REFERENCES]:
       try:
@@ -254,6 +273,8 @@ def main(argv):
     if r['gflops_per_img'] is not None:
       line += (f" {r['gflops_per_img']:7.3f} GFLOP/img "
                f"{r['achieved_gflops']:6.1f} GFLOP/s")
+    if 'latency_ms' in r:
+      line += f"   {r['latency_ms']:.1f} ms a call"
     if 'ours_vs_torch' in r:
       line += f"   ours / this: {r['ours_vs_torch']:.2f}x"
     print(line)

@@ -175,21 +175,21 @@ def expand(inputs):
 
 def video_frames(path, stride):
   """Yields (frame index, time in seconds, RGB frame) of every stride-th
-  frame, and the frame rate first as (None, fps, None)."""
+  frame, after (frame rate, frame count) first."""
   import cv2  # pylint: disable=g-import-not-at-top
   capture = cv2.VideoCapture(path)
   if not capture.isOpened():
     raise errors.UserError(f'{path}: not a readable video')
   try:
-    yield None, capture.get(cv2.CAP_PROP_FPS) or 25.0, None
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    yield fps, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     index = 0
     while True:
       ok, frame = capture.read()
       if not ok:
         break
       if index % stride == 0:
-        yield (index, capture.get(cv2.CAP_PROP_POS_MSEC) / 1000,
-               cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        yield index, index / fps, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
       index += 1
   finally:
     capture.release()
@@ -230,7 +230,8 @@ def _run_image(predictor, path, detect, out):
 
 def _run_video(predictor, path, detect, out, stride, bar):
   frames = video_frames(path, stride)
-  _, fps, _ = next(frames)
+  fps, count = next(frames)
+  bar.total += -(-count // stride)
   records, writer = [], None
   for index, time, frame in frames:
     record = {'path': path, 'frame': index, 'time': round(time, 3),
@@ -250,7 +251,8 @@ def _run_video(predictor, path, detect, out, stride, bar):
 def run(predictor, inputs, detect=True, out=None, stride=10):
   """Yields an output record per image or video frame, or per failure."""
   files = list(expand(inputs))
-  with tqdm.tqdm(total=len(files), unit='file', file=sys.stderr,
+  # Over files and video frames: a video adds its frames when it starts.
+  with tqdm.tqdm(total=len(files), unit='item', file=sys.stderr,
                  disable=len(files) < 2) as bar:
     for path in files:
       try:

@@ -6,6 +6,11 @@ names, stored image shape and weights (flax's msgpack).
 
 exports a run's checkpoint into that file (written to a temporary name,
 then renamed); `load()` reads it back for `fer_jax.predict.Predictor`.
+
+  python -m fer_jax.pretrained --evaluate [--data_dir=DIR]
+
+measures the file itself on the prepared FER2013 (PublicTest, PrivateTest),
+through the same `Predictor` that serves photos.
 Which run made the shipped file, and its measured accuracy, is in the
 README and in its config (`configs/vgg19_fer2013_cpu.py`).
 """
@@ -58,9 +63,36 @@ def load(path=PATH):
                            f'({type(e).__name__}: {e})') from None
 
 
+def evaluate(path=PATH, data_dir=None, splits=('validation', 'test')):
+  """{split: ten-crop accuracy} of an exported file on its prepared dataset
+  (FER2013 for the shipped one), through `Predictor` as photos go."""
+  from fer_jax import predict  # pylint: disable=g-import-not-at-top
+  from fer_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  predictor = predict.Predictor(*load(path))
+  builder = pipeline.get_builder(predictor.config.data.name, data_dir)
+  accuracies = {}
+  for split in splits:
+    source = builder.as_data_source(split=split)
+    correct = 0
+    for start in range(0, len(source), 256):
+      records = [source[i] for i in range(start, min(start + 256,
+                                                     len(source)))]
+      probabilities = predictor.probabilities([r['image'] for r in records])
+      correct += int(np.sum(np.argmax(probabilities, -1)
+                            == [r['label'] for r in records]))
+    accuracies[split] = correct / len(source)
+  return accuracies
+
+
 def main(argv):
   del argv
   f = flags.FLAGS
+  if f.evaluate:
+    accuracies = errors.report(evaluate, f.output, f.data_dir,
+                               verbose=f.verbosity >= 1)
+    for split, accuracy in accuracies.items():
+      print(f'{f.output} on {split}: ten-crop accuracy {accuracy:.2%}')
+    return
   if not f.workdir:
     raise app.UsageError('--workdir is required')
   errors.report(export, f.workdir, f.output, f.checkpoint,
@@ -73,5 +105,8 @@ if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'The run to export.')
   flags.DEFINE_string('checkpoint', 'selected',
                       "'selected', 'latest' or a step.")
-  flags.DEFINE_string('output', PATH, 'The file to write.')
+  flags.DEFINE_string('output', PATH, 'The file to write (or evaluate).')
+  flags.DEFINE_bool('evaluate', False, 'Instead: the accuracy of --output on '
+                    'its prepared dataset.')
+  flags.DEFINE_string('data_dir', None, 'TFDS data_dir for --evaluate.')
   app.run(main)

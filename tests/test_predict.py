@@ -130,3 +130,24 @@ def test_bad_files_are_reported_and_the_others_predicted(fer2013_run,
 def test_a_workdir_without_checkpoints_is_named(tmp_path):
   with pytest.raises(errors.MissingError, match='no checkpoints/ folder'):
     predict.Predictor.from_workdir(str(tmp_path))
+
+
+def test_a_video_gives_every_strided_frame_with_its_time(fer2013_run,
+                                                          tmp_path):
+  import cv2  # pylint: disable=g-import-not-at-top
+  _, workdir, raw = fer2013_run
+  face = predict.read_image(sorted(glob.glob(
+      os.path.join(raw, 'train', 'happy', '*.jpg')))[0])
+  path = str(tmp_path / 'clip.avi')
+  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'MJPG'), 10.0,
+                           (48, 48))
+  for i in range(7):
+    writer.write(np.roll(face, i, axis=1)[..., ::-1].copy())
+  writer.release()
+  predictor = predict.Predictor.from_workdir(workdir)
+  records = list(predict.run(predictor, [path], detect=False,
+                             out=str(tmp_path / 'out'), stride=3))
+  assert [(r['frame'], r['time']) for r in records] == [
+      (0, 0.0), (3, 0.3), (6, 0.6)]
+  assert all(len(r['faces']) == 1 for r in records)
+  assert os.listdir(tmp_path / 'out') == ['clip.mp4']
