@@ -123,6 +123,8 @@ class Predictor:
   def probabilities(self, face_images):
     """(faces, classes) probabilities of uint8 face crops (RGB or grey, any
     size), computed in batches of `BATCH_SIZES`."""
+    if not len(face_images):  # pylint: disable=g-explicit-length-test
+      return np.zeros((0, len(self.class_names)), np.float32)
     inputs = np.stack([
         self.transform({'image': to_dataset_image(f, self.image_shape),
                         'label': 0})['image'] for f in face_images])
@@ -135,7 +137,7 @@ class Predictor:
                            chunk.dtype)])
       out.append(np.asarray(self._logits(self.variables, padded))[
           :len(chunk)])
-    return np.concatenate(out) if out else np.zeros((0, len(self.class_names)))
+    return np.concatenate(out)
 
   def predict(self, images, detect=True):
     """For each RGB uint8 image, its faces: [{'box', 'probabilities',
