@@ -57,6 +57,8 @@ def to_dataset_image(image, shape):
   converted by Pillow (as the builders decode files) and resized to
   (H, W) of `shape` if it is not that size already."""
   mode = {1: 'L', 3: 'RGB'}[shape[2]]
+  if image.ndim == 3 and image.shape[2] == 1:  # as datasets store grey
+    image = image[..., 0]
   picture = Image.fromarray(image).convert(mode)
   if picture.size != (shape[1], shape[0]):
     picture = picture.resize((shape[1], shape[0]), Image.BILINEAR)

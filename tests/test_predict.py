@@ -68,6 +68,8 @@ def test_predictions_on_a_photograph_are_distributions_over_the_classes(
   assert list(p) == list(predictor.class_names)
   assert abs(sum(p.values()) - 1) < 1e-5 and min(p.values()) >= 0
   assert face['label'] == max(p, key=p.get)
+  # No face: an empty list, not an error.
+  assert predictor.predict([np.full((64, 64, 3), 128, np.uint8)]) == [[]]
   # A batch of faces gives each face's own probabilities.
   twice = predictor.probabilities([image[60:175, 175:280]] * 3)
   np.testing.assert_allclose(twice, twice[:1].repeat(3, 0), atol=1e-6)
@@ -151,3 +153,16 @@ def test_a_video_gives_every_strided_frame_with_its_time(fer2013_run,
       (0, 0.0), (3, 0.3), (6, 0.6)]
   assert all(len(r['faces']) == 1 for r in records)
   assert os.listdir(tmp_path / 'out') == ['clip.mp4']
+
+
+def test_the_shipped_model_is_one_small_file_that_predicts_a_photograph():
+  data = pytest.importorskip('skimage.data',
+                             reason='needs scikit-image (test-only)')
+  from fer_jax import pretrained  # pylint: disable=g-import-not-at-top
+  from fer_jax.data import fer2013  # pylint: disable=g-import-not-at-top
+  assert os.path.getsize(pretrained.PATH) <= 25 << 20
+  predictor = predict.Predictor.pretrained()
+  assert predictor.class_names == fer2013.CLASS_NAMES
+  (face,), = predictor.predict([data.astronaut()])
+  assert _iou(face['box'], ASTRONAUT_FACE) >= 0.5
+  assert face['label'] == 'happy'  # a broad smile
