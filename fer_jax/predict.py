@@ -29,6 +29,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -277,6 +278,7 @@ def main(argv):
     raise app.UsageError('give one or more images, folders or videos')
 
   f = flags.FLAGS
+  logging.set_verbosity(logging.WARNING)  # JAX's backend notes are INFO
 
   def load():
     if f.workdir:
