@@ -28,7 +28,6 @@ import grain
 import jax
 import jax.numpy as jnp
 from jax import lax
-import numpy as np
 import orbax.checkpoint as ocp
 
 from fer_jax import errors
