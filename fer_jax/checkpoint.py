@@ -175,9 +175,10 @@ def _verify(mngr, step, name, restored, run):
                        'differs from what was written')
 
 
-def restore_train(mngr, step, state, data_iterator):
-  """The full training state and data position at `step`, verified."""
-  run = restore_run(mngr, step)
+def restore_train(mngr, step, state, data_iterator, run=None):
+  """The full training state and data position at `step`, verified against
+  its run record (`run`, read here unless the caller has it)."""
+  run = run or restore_run(mngr, step)
   restored = _restore(
       mngr, step,
       model=ocp.args.StandardRestore(_abstract(_model(state))),

@@ -348,7 +348,7 @@ def resume(ex, workdir, state, train_iter):
       note = workdir_lib.check_same_run(run['config'], ex.config.to_dict(),
                                         workdir, 'train')
       state, train_iter = checkpoint.restore_train(mngr, step, state,
-                                                   train_iter)
+                                                   train_iter, run)
     except checkpoint.DamagedError as e:
       if jax.process_index() == 0:
         moved = checkpoint.set_aside(mngr, step)
