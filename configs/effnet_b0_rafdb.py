@@ -19,7 +19,11 @@ Sources:  EfficientFace (Zhao et al., AAAI 2021) and its repository
           lr 0.1, momentum 0.9, weight decay 1e-4, batch 128, lr x0.1 every
           30 epochs, 100 epochs; RandomResizedCrop 224 (torchvision's
           default scale 0.08-1) + horizontal flip; test on the image resized
-          to 224, one crop; ImageNet mean/std. No gradient clipping (the
+          to 224, one crop; normalised with RAF-DB's own mean (0.575,
+          0.449, 0.401) and std (0.207, 0.190, 0.181), as main.py does
+          (not ImageNet's, although the weights start from ImageNet;
+          fer_jax.convert's efficientface-ldg teacher expects the same).
+          No gradient clipping (the
           FER2013 recipe's 0.1 clip is the VGG ancestor's). RAF-DB has no
           validation split: we report the last epoch, and the best test
           epoch (as the study reports) labelled optimistic.
@@ -43,8 +47,8 @@ def get_config():
   config.data.flip = True
   config.data.cutout_holes = 0
   config.data.eval_crop = 'centre'
-  config.data.mean = (0.485, 0.456, 0.406)
-  config.data.std = (0.229, 0.224, 0.225)
+  config.data.mean = (0.57535914, 0.44928582, 0.40079932)
+  config.data.std = (0.20735591, 0.18981615, 0.18132027)
   config.model.name = 'efficientnet_b0'
   # A fer_jax.convert output directory; None trains from scratch.
   config.model.init_from = config_dict.placeholder(str)
