@@ -5,7 +5,7 @@ contempt, disgust, fear, happy, sadness, surprise of 48x48 grayscale PNGs
 named `S###_###_########.png` (subject, sequence, frame): 981 images.
 
 The builder stores one split, `images`, and serves a run the `train` and
-`test` of its fold (`Ckplus.split_source`). Each image keeps its index in
+`test` of its fold (`Ckplus.split_indices`). Each image keeps its index in
 the order the protocols count in: the classes concatenated as anger,
 disgust, fear, happy, sadness, surprise, contempt (the labels 0..6), each
 sorted by file name. The folds are computed from it (`test_indices`):
@@ -27,13 +27,11 @@ sorted by file name. The folds are computed from it (`test_indices`):
 import os
 import re
 
-import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
 from fer_jax import errors
 from fer_jax.data import images
-from fer_jax.data import splits
 
 CLASS_NAMES = ('anger', 'disgust', 'fear', 'happy', 'sadness', 'surprise',
                'contempt')
@@ -138,8 +136,9 @@ class Ckplus(images.ManualBuilder):
   }
   layout, files = staticmethod(layout), staticmethod(files)
 
-  def split_source(self, split, data_config):
-    """'train' or 'test' of config.data.fold under config.data.protocol."""
+  def split_indices(self, split, data_config):
+    """('images', indices) of 'train' or 'test' of config.data.fold under
+    config.data.protocol."""
     if split not in ('train', 'test'):
       raise errors.UserError(f"split {split!r} of 'ckplus': expected 'train' "
                              "or 'test' (of config.data.fold)")
@@ -151,4 +150,4 @@ class Ckplus(images.ManualBuilder):
                         [records[i]['subject'] for i in order])
     positions = (test if split == 'test'
                  else np.setdiff1d(np.arange(len(order)), test))
-    return grain.MapDataset.source(splits.Subset(source, order[positions]))
+    return 'images', order[positions]

@@ -1,7 +1,9 @@
 """Which records a run reads as each split: the builders' `split_source`.
 
 The pipeline asks the builder for a split by name; the builder knows its own
-protocol. `StoredSplits` (FER2013, RAF-DB, fer_synth) serves the stored
+protocol, and says which stored records it is (`split_indices`: the
+stylised copies of `fer_jax.data.stylize` come only from those a run trains
+on). `StoredSplits` (FER2013, RAF-DB, fer_synth) serves the stored
 splits, with `config.data.holdout` taking the first N images of the training
 split out of training and into the eval split 'holdout'. CK+ overrides it
 with its folds (`fer_jax/data/ckplus.py`).
@@ -28,8 +30,8 @@ class Subset:
 class StoredSplits:
   """`split_source` for builders whose splits are stored as such."""
 
-  def split_source(self, split, data_config):
-    """The records a run reads as `split`, as a grain MapDataset.
+  def split_indices(self, split, data_config):
+    """(stored split, indices into it) of the records a run reads as `split`.
 
     'holdout' is the first `data_config.holdout` images of the training
     split, which then trains on the rest.
@@ -44,11 +46,21 @@ class StoredSplits:
       raise errors.UserError(
           f'split {stored!r} not in dataset {self.name!r}; it has '
           f'{list(self.info.splits)}')
-    source = grain.MapDataset.source(self.as_data_source(split=stored))
-    if holdout and holdout >= len(source) and stored == train:
+    size = self.info.splits[stored].num_examples
+    if holdout and holdout >= size and stored == train:
       raise errors.UserError(
-          f'config.data.holdout={holdout}: leaves none of the {len(source)} '
+          f'config.data.holdout={holdout}: leaves none of the {size} '
           f'{train!r} images of {self.name!r} to train on')
     if split == 'holdout':
-      return source[:holdout]
-    return source[holdout:] if split == train and holdout else source
+      return stored, np.arange(holdout)
+    if split == train and holdout:
+      return stored, np.arange(holdout, size)
+    return stored, np.arange(size)
+
+  def split_source(self, split, data_config):
+    """The records a run reads as `split`, as a grain MapDataset."""
+    stored, indices = self.split_indices(split, data_config)
+    source = self.as_data_source(split=stored)
+    if len(indices) == len(source):
+      return grain.MapDataset.source(source)
+    return grain.MapDataset.source(Subset(source, indices))
