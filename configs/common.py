@@ -63,4 +63,16 @@ def get_config():
   config.schedule.decay_start = 0
   config.schedule.decay_every = 1
   config.schedule.decay_rate = 1.0
+
+  # Label distribution learning (fer_jax/ldl.py): a frozen teacher's class
+  # distributions are the targets. None: one-hot labels.
+  config.ldl = ml_collections.ConfigDict()
+  # A fer_jax workdir, a fer_jax.convert output or an exported .msgpack.
+  config.ldl.teacher = config_dict.placeholder(str)
+  config.ldl.temperature = 1.0  # T: softmax(teacher logits / T)
+  # lambda: target = (1 - lambda) * teacher + lambda * one-hot label.
+  config.ldl.onehot_weight = 0.0
+  # 'class_mean': mean over batch x classes (EfficientFace's code);
+  # 'sample_mean': summed over classes, mean over the batch (its Eq. 2).
+  config.ldl.reduction = 'class_mean'
   return config

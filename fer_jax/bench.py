@@ -1,7 +1,10 @@
 """Speed of the project's models and train step: python -m fer_jax.bench.
 
 For each model and mode (`train`: the jitted `train.train_step` with the
-paper's SGD; `infer`: the eval forward pass), warms up, then times steps and
+paper's SGD; `ldl`: the same step with label distribution learning, its
+teacher's forward pass included: a ResNet-50 for 224x224 models, as
+EfficientFace's, VGG19 at 1/4 width (the shipped model's) for 44x44 ones;
+`infer`: the eval forward pass), warms up, then times steps and
 reports the median images/s, the FLOPs per image of its convolutions and
 dense layers (2 per multiply-add, x3 in training), the achieved GFLOP/s
 and, for scale, this machine's float32 matmul GFLOP/s. Mode `input` times the
@@ -10,6 +13,7 @@ Cutout) for each of `--workers`, to compare with the train step's images/s.
 
   python -m fer_jax.bench --models=vgg19,uvgg19 --batch=128 --steps=10
   python -m fer_jax.bench --models=efficientnet_b0 --reference
+  python -m fer_jax.bench --models=vgg19 --width=0.125 --modes=train,ldl
   python -m fer_jax.bench --modes=input --data=fer2013 --workers=0,1,2
   python -m fer_jax.bench --modes=predict   # the shipped model on faces
   python -m fer_jax.bench --summary   # parameters and GMACs, no timing
@@ -36,6 +40,7 @@ import numpy as np
 from configs import vgg19_fer2013
 from fer_jax import hugepages
 from fer_jax import models
+from fer_jax import teacher as teacher_lib
 from fer_jax.data import pipeline
 from fer_jax.models import cpu_conv
 from fer_jax.models import vgg
@@ -45,8 +50,8 @@ _MODELS = flags.DEFINE_list(
     'models', ['vgg19', 'uvgg19', 'efficientnet_b0', 'resnet50'],
     'Models to time.')
 _MODES = flags.DEFINE_list('modes', ['train', 'infer', 'input'],
-                           'train, infer, input and/or predict (the shipped '
-                           'model, batch 1 and 64).')
+                           'train, ldl, infer, input and/or predict (the '
+                           'shipped model, batch 1 and 64).')
 _BATCH = flags.DEFINE_integer('batch', None,
                               'Global batch size; default per model.')
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps (after warm-up).')
@@ -69,6 +74,9 @@ INPUT_SHAPES = {'vgg19': (44, 44, 1), 'uvgg19': (44, 44, 1),
                 'efficientnet_b0': (224, 224, 3), 'resnet50': (224, 224, 3)}
 BATCHES = {'vgg19': 128, 'uvgg19': 128, 'efficientnet_b0': 32,
            'resnet50': 32}
+# The teacher `--modes=ldl` runs, by input size.
+TEACHERS = {(44, 44, 1): {'name': 'vgg19', 'width': 0.25},
+            (224, 224, 3): {'name': 'resnet50'}}
 
 
 def _median_seconds(fn, steps):
@@ -110,13 +118,26 @@ def time_model(name, mode, batch, steps, width=1.0):
   # Counted, not XLA's cost analysis, which misses the CPU weight gradient's
   # loop: 2 FLOPs a multiply-add; training does it 3 times (forward, input
   # and weight gradients).
-  flops = 2 * macs * batch * (3 if mode == 'train' else 1)
-  if mode == 'train':
+  flops = 2 * macs * batch * (1 if mode == 'infer' else 3)
+  if mode in ('train', 'ldl'):
+    teacher, teacher_variables = None, None
+    if mode == 'ldl':
+      teacher_model = models.create(
+          ml_collections.ConfigDict(TEACHERS[shape]), 7)
+      teacher_variables = jax.jit(functools.partial(
+          teacher_model.init, train=False))(jax.random.key(2),
+                                            jnp.zeros((1, *shape)))
+      teacher = teacher_lib.Teacher(
+          model=teacher_model, variables=teacher_variables,
+          order=np.arange(7), scale=None, shift=None, identity={})
+      flops += 2 * models.macs_per_image(teacher_model, shape)[1] * batch
     step = jax.jit(functools.partial(train.train_step, model=model, tx=tx,
-                                     lr_fn=lr_fn),
+                                     lr_fn=lr_fn, teacher=teacher,
+                                     ldl_config=config.ldl),
                    compiler_options=cpu_conv.compiler_options())
     key = jax.random.key(1)
-    seconds = _median_seconds(lambda: step(state, batch_data, key), steps)
+    seconds = _median_seconds(
+        lambda: step(state, batch_data, key, teacher_variables), steps)
   elif mode == 'infer':
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     forward = jax.jit(lambda v, x: model.apply(v, x, train=False),
@@ -124,7 +145,7 @@ def time_model(name, mode, batch, steps, width=1.0):
     seconds = _median_seconds(
         lambda: forward(variables, batch_data['image']), steps)
   else:
-    raise ValueError(f"mode {mode!r}: expected 'train' or 'infer'")
+    raise ValueError(f"mode {mode!r}: expected 'train', 'ldl' or 'infer'")
   return {
       'name': f'{name}/{mode}', 'model': name, 'mode': mode, 'batch': batch,
       'input': 'x'.join(map(str, shape)), 'params': int(params),
@@ -248,7 +269,8 @@ def main(argv):
     for name in [n for n in _MODELS.value if n in TORCH_REFERENCES]:
       try:
         references = [time_torch(name, mode, batch(name), _STEPS.value,
-                                 _WIDTH.value) for mode in modes]
+                                 _WIDTH.value)
+                      for mode in modes if mode in ('train', 'infer')]
       except ImportError as e:
         print(f'--reference for {name}: skipped ({e}; see '
               'requirements-test.txt)')

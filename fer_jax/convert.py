@@ -5,6 +5,8 @@
       --output=weights/effnet_b0_imagenet
   python -m fer_jax.convert --from=torchvision --model=resnet50 \
       --input=resnet50.safetensors --output=weights/resnet50_imagenet
+  python -m fer_jax.convert --from=efficientface-ldg \
+      --input=Pretrained_LDG.tar --output=weights/efficientface_ldg
 
 Reads a state dict (`.pth`/`.pt` needs torch; `.safetensors` does not),
 maps every tensor (OIHW -> HWIO, Linear transposed, BatchNorm statistics to
@@ -13,6 +15,21 @@ listing them. The output directory holds `variables` (orbax) and
 `model.json`, the `config.model` fields the weights need (padding and
 BatchNorm of the source library, class count); `config.model.init_from`
 starts training from it.
+
+A model whose classes are known can teach (`config.ldl.teacher`, see
+fer_jax.teacher): `data.json` then records its class names in the order of
+its outputs and the input it was trained on (crop size, crop kind,
+normalisation). `--class_names` gives them for any source, with ImageNet's
+input (224, RandomResizedCrop, ImageNet mean and std) unless `--mean` and
+`--std` say otherwise. `efficientface-ldg` is EfficientFace's label
+distribution generator (zengqunzhao/EfficientFace, Pretrained_LDG.tar): a
+torch.save dict whose `state_dict` holds a torchvision-named ResNet-50 with a
+7-way `fc`, keys prefixed `module.` (DataParallel), beside entries such as
+`best_acc`; read with torch's weights_only loader, never by unpickling
+objects. Its data.json is that repository's RAF-DB setting: folders 0-6 =
+neutral, happiness, sadness, surprise, fear, disgust, anger; mean (0.575,
+0.449, 0.401) and std (0.207, 0.190, 0.181) of RAF-DB (main.py); training
+crops RandomResizedCrop 224.
 """
 import json
 import os
@@ -31,7 +48,7 @@ from fer_jax import errors
 from fer_jax import models
 from fer_jax.models import efficientnet
 
-SOURCES = ('efficientnet-pytorch', 'torchvision')
+SOURCES = ('efficientnet-pytorch', 'torchvision', 'efficientface-ldg')
 # config.model fields each source's weights were trained with.
 ARCHITECTURES = {
     ('efficientnet-pytorch', 'efficientnet_b0'): dict(
@@ -39,7 +56,18 @@ ARCHITECTURES = {
     ('torchvision', 'efficientnet_b0'): dict(
         padding='symmetric', bn_epsilon=1e-5, bn_momentum=0.9),
     ('torchvision', 'resnet50'): dict(bn_epsilon=1e-5, bn_momentum=0.9),
+    ('efficientface-ldg', 'resnet50'): dict(bn_epsilon=1e-5, bn_momentum=0.9),
 }
+# What each source's model was trained on, for data.json; class names come
+# with EfficientFace's LDG, from --class_names otherwise.
+IMAGENET_INPUT = dict(input_shape=[224, 224, 3], augment='resized_crop',
+                      mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+EFFICIENTFACE_LDG = dict(
+    class_names=['neutral', 'happiness', 'sadness', 'surprise', 'fear',
+                 'disgust', 'anger'],
+    input_shape=[224, 224, 3], augment='resized_crop',
+    mean=[0.57535914, 0.44928582, 0.40079932],
+    std=[0.20735591, 0.18981615, 0.18132027])
 _BN = {'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean',
        'var': 'running_var'}
 
@@ -114,11 +142,14 @@ def model_for(source, model_name, num_classes):
 
 def convert(state_dict, source, model_name):
   """({'params', 'batch_stats'} as numpy, config.model) from a state dict."""
-  state_dict = {k: np.asarray(v) for k, v in state_dict.items()
+  # DataParallel's `module.` prefix (EfficientFace saves it so) is dropped.
+  state_dict = {k.removeprefix('module.'): np.asarray(v)
+                for k, v in state_dict.items()
                 if not k.endswith('num_batches_tracked')}
   head = {'efficientnet_b0': {'efficientnet-pytorch': '_fc.bias',
                               'torchvision': 'classifier.1.bias'},
-          'resnet50': {'torchvision': 'fc.bias'}}.get(model_name, {})
+          'resnet50': {'torchvision': 'fc.bias',
+                       'efficientface-ldg': 'fc.bias'}}.get(model_name, {})
   head = head.get(source)
   if head is None or head not in state_dict:
     model_for(source, model_name, 1)  # raises on an unsupported pair
@@ -185,6 +216,7 @@ def read_state_dict(path):
         f'{path}: not a PyTorch state dict of tensors '
         f'({type(e).__name__}); if it is one, save it again with '
         'torch.save(model.state_dict(), path)') from None
+  # A training checkpoint: its weights beside entries such as best_acc.
   if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
     state = state['state_dict']
   if not isinstance(state, dict) or not all(
@@ -197,8 +229,34 @@ def _first_line(error):
   return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def save(variables, model_config, output):
-  """Writes output/variables and output/model.json, all or nothing."""
+def data_fields(source, class_names=None, mean=None, std=None):
+  """data.json's content (fer_jax.teacher.INPUT_FIELDS), or None when the
+  class names are unknown."""
+  if source == 'efficientface-ldg':
+    fields = dict(EFFICIENTFACE_LDG)
+  elif class_names:
+    fields = dict(IMAGENET_INPUT, class_names=list(class_names))
+  else:
+    return None
+  if class_names and list(class_names) != fields['class_names']:
+    raise errors.UserError(
+        f'--class_names={",".join(class_names)}: {source} outputs '
+        f'{fields["class_names"]}')
+  for key, values in (('mean', mean), ('std', std)):
+    if values:
+      if len(values) != 3:
+        raise errors.UserError(f'--{key}={values}: expected 3 values (RGB)')
+      try:
+        fields[key] = [float(v) for v in values]
+      except ValueError:
+        raise errors.UserError(f'--{key}={",".join(values)}: expected '
+                               'numbers') from None
+  return fields
+
+
+def save(variables, model_config, output, data=None):
+  """Writes output/variables, output/model.json and, when the classes are
+  known, output/data.json; all or nothing."""
   if os.path.exists(output):
     raise errors.UserError(f'{output}: exists; remove it or choose another '
                           '--output')
@@ -210,6 +268,9 @@ def save(variables, model_config, output):
                       variables)
   with open(os.path.join(tmp, 'model.json'), 'w') as f:
     json.dump(model_config.to_dict(), f, indent=1)
+  if data is not None:
+    with open(os.path.join(tmp, 'data.json'), 'w') as f:
+      json.dump(data, f, indent=1)
   os.rename(tmp, output)
 
 
@@ -229,15 +290,23 @@ def load(path):
 
 def main(argv):
   del argv
-  values = {name: flags.FLAGS[name].value
-            for name in ('from', 'model', 'input', 'output')}
+  f = flags.FLAGS
+  values = {name: f[name].value for name in ('from', 'model', 'input',
+                                              'output')}
+  if values['from'] == 'efficientface-ldg':
+    values['model'] = values['model'] or 'resnet50'
   for name, value in values.items():
     if value is None:
       sys.exit(f'error: --{name} is required')
   def run():
+    data = data_fields(values['from'], f.class_names, f.mean, f.std)
     variables, config = convert(read_state_dict(values['input']),
                                 values['from'], values['model'])
-    save(variables, config, values['output'])
+    if data is not None and len(data['class_names']) != config.num_classes:
+      raise errors.UserError(
+          f'--class_names: {len(data["class_names"])} names for '
+          f'{config.num_classes} outputs')
+    save(variables, config, values['output'], data)
     return variables, config
   variables, config = errors.report(run, verbose=flags.FLAGS.verbosity >= 1)
   count = sum(x.size for x in jax.tree.leaves(variables['params']))
@@ -251,4 +320,9 @@ if __name__ == '__main__':
   flags.DEFINE_enum('model', None, ['efficientnet_b0', 'resnet50'], 'Model.')
   flags.DEFINE_string('input', None, '.pth, .pt or .safetensors file.')
   flags.DEFINE_string('output', None, 'Directory to create.')
+  flags.DEFINE_list('class_names', None, 'The class of each output, in '
+                    'order; needed for the weights to teach (config.ldl).')
+  flags.DEFINE_list('mean', None, 'Input mean per channel, if not '
+                    "ImageNet's.")
+  flags.DEFINE_list('std', None, "Input std per channel, if not ImageNet's.")
   app.run(main)

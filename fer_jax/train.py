@@ -22,8 +22,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from fer_jax import checkpoint
 from fer_jax import convert
 from fer_jax import errors
+from fer_jax import ldl
 from fer_jax import metrics as metrics_lib
 from fer_jax import models
+from fer_jax import teacher as teacher_lib
 from fer_jax import workdir as workdir_lib
 from fer_jax.data import pipeline
 from fer_jax.models import cpu_conv
@@ -89,20 +91,30 @@ def create_train_state(model, tx, input_shape, rng, sharding):
                                                   abstract))(rng)
 
 
-def train_step(state, batch, rng, *, model, tx, lr_fn, class_weights=None):
+def train_step(state, batch, rng, teacher_variables=None, *, model, tx, lr_fn,
+               class_weights=None, teacher=None, ldl_config=None):
   """One SGD step on a global batch; returns the new state and scalars.
 
   `class_weights` (one per class, or None) weight each image's loss by its
-  label's weight.
+  label's weight. With a `teacher` (fer_jax.teacher, its variables an
+  argument) the targets are its distributions on this very batch
+  (fer_jax.ldl, `ldl_config` = config.ldl) instead of the labels.
   """
   rng = jax.random.fold_in(rng, state.step)
+  if teacher is not None:
+    teacher_logits = teacher.apply(teacher_variables, batch['image'])
+    target = ldl.targets(teacher_logits, batch['label'],
+                         ldl_config.temperature, ldl_config.onehot_weight)
 
   def loss_fn(params):
     logits, updates = model.apply(
         {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
         train=True, rngs={'dropout': rng}, mutable=['batch_stats'])
-    loss = optax.softmax_cross_entropy_with_integer_labels(
-        logits, batch['label'])
+    if teacher is None:
+      loss = optax.softmax_cross_entropy_with_integer_labels(
+          logits, batch['label'])
+    else:
+      loss = ldl.per_image_loss(logits, target, ldl_config.reduction)
     if class_weights is not None:
       loss = loss * jnp.asarray(class_weights)[batch['label']]
     return loss.mean(), (logits, updates.get('batch_stats', {}))
@@ -113,12 +125,16 @@ def train_step(state, batch, rng, *, model, tx, lr_fn, class_weights=None):
   new_state = state.replace(
       step=state.step + 1, params=optax.apply_updates(state.params, updates),
       batch_stats=batch_stats, opt_state=opt_state)
-  return new_state, {
+  metrics = {
       'loss': loss,
       'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
       'learning_rate': lr_fn(state.step),
       'grad_norm': optax.tree.norm(grads),
   }
+  if teacher is not None:
+    metrics['kl_to_teacher'] = jnp.mean(ldl.kl_divergence(
+        jax.nn.softmax(teacher_logits / ldl_config.temperature), logits))
+  return new_state, metrics
 
 
 def crop_averaged_logits(variables, images, *, model):
@@ -131,16 +147,25 @@ def crop_averaged_logits(variables, images, *, model):
   return logits.reshape(images.shape[0], -1, logits.shape[-1]).mean(axis=1)
 
 
-def eval_step(variables, batch, *, model, num_classes):
-  """Masked confusion matrix and loss sum, and each image's probabilities."""
+def eval_step(variables, batch, teacher_variables=None, *, model, num_classes,
+              teacher=None, temperature=1.0):
+  """Masked confusion matrix and loss sum, and each image's probabilities;
+  with a teacher, the masked sums of each `ldl.DISTANCES` between its
+  (crop-averaged, T-softened) distribution and the student's."""
   logits = crop_averaged_logits(variables, batch['image'], model=model)
   mask = batch['mask'].astype(jnp.float32)
   truth = jax.nn.one_hot(batch['label'], num_classes) * mask[:, None]
   predicted = jax.nn.one_hot(jnp.argmax(logits, -1), num_classes)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits,
                                                          batch['label'])
-  return {'confusion': truth.T @ predicted, 'loss': jnp.sum(loss * mask),
-          'probabilities': jax.nn.softmax(logits)}
+  out = {'confusion': truth.T @ predicted, 'loss': jnp.sum(loss * mask),
+         'probabilities': jax.nn.softmax(logits)}
+  if teacher is not None:
+    target = jax.nn.softmax(crop_averaged_logits(
+        teacher_variables, batch['image'], model=teacher) / temperature)
+    for name, values in ldl.distances(target, out['probabilities']).items():
+      out[name] = jnp.sum(values * mask)
+  return out
 
 
 def start_from(state, model, path, sharding):
@@ -236,6 +261,14 @@ def validate(config, training=True):
           f'{jax.device_count()} devices: the batch size is global')
   _require(config, 'data.eval_crop', lambda v: v in ('ten', 'centre'),
            "'ten' or 'centre'")
+  _require(config, 'ldl.teacher', lambda v: v is None or (
+      isinstance(v, str) and v), 'None or the path of a teacher')
+  _require(config, 'ldl.temperature', lambda v: _number(v) and v > 0,
+           'a temperature > 0')
+  _require(config, 'ldl.onehot_weight', lambda v: _number(v) and 0 <= v <= 1,
+           'a weight (lambda) in [0, 1]')
+  _require(config, 'ldl.reduction', lambda v: v in ldl.REDUCTIONS,
+           f'one of {ldl.REDUCTIONS}')
   selection = config.selection_split
   if training and selection and selection not in config.data.eval_splits:
     raise errors.UserError(
@@ -264,9 +297,17 @@ class Experiment:
     self.model = models.create(config.model, num_classes)
     self.lr_fn = learning_rate_fn(config, self.steps_per_epoch)
     self.tx = create_optimizer(config, self.lr_fn)
+    self.teacher, self.teacher_variables = None, None
+    if config.ldl.teacher:
+      self.teacher = teacher_lib.load(
+          config.ldl.teacher, self.data.class_names, self.data.input_shape,
+          config.data, log=_log)
+      self.teacher_variables = jax.device_put(self.teacher.variables,
+                                              self.replicated)
     self.eval_step = jax.jit(
         functools.partial(eval_step, model=self.model,
-                          num_classes=num_classes),
+                          num_classes=num_classes, teacher=self.teacher,
+                          temperature=config.ldl.temperature),
         compiler_options=cpu_conv.compiler_options())
 
   def initial_state(self):
@@ -290,20 +331,24 @@ class Experiment:
       totals, images = None, []
       for batch in dataset:
         batch = self.global_batch(batch)
-        out = self.eval_step(variables, batch)
+        out = self.eval_step(variables, batch, self.teacher_variables)
         if predictions:
           images.append({'index': batch['index'], 'label': batch['label'],
                          'mask': batch['mask'],
                          'probabilities': out['probabilities']})
-        out = {k: out[k] for k in ('confusion', 'loss')}
+        del out['probabilities']
         totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
       totals = jax.device_get(totals)
       confusion = np.rint(totals['confusion']).astype(int)
+      count = max(confusion.sum(), 1)
       results[split] = {
           'accuracy': metrics_lib.accuracy(confusion),
-          'loss': float(totals['loss'] / max(confusion.sum(), 1)),
+          'loss': float(totals['loss'] / count),
           'confusion': confusion.tolist(),
       }
+      if self.teacher is not None:  # student against teacher, per image
+        results[split].update({name: float(totals[name] / count)
+                               for name in ldl.DISTANCES})
       if predictions:
         results[split]['predictions'] = _per_image(images)
     return results
@@ -347,6 +392,7 @@ def resume(ex, workdir, state, train_iter):
       run = checkpoint.restore_run(mngr, step)
       note = workdir_lib.check_same_run(run['config'], ex.config.to_dict(),
                                         workdir, 'train')
+      teacher_lib.check_same(run.get('teacher'), ex.teacher, workdir)
       state, train_iter = checkpoint.restore_train(mngr, step, state,
                                                    train_iter, run)
     except checkpoint.DamagedError as e:
@@ -391,6 +437,11 @@ def summary(history, selection_split):
     lines.append(
         f"Best epoch on {split} itself, as the papers select (optimistic): "
         f"{best['eval'][split]['accuracy']:.2%} at epoch {best['epoch']}")
+  for split, r in chosen['eval'].items():
+    if 'kl' in r:
+      lines.append(f'Student against teacher on {split} at the selected '
+                   'epoch: ' + ', '.join(f'{name} {r[name]:.4f}'
+                                         for name in ldl.DISTANCES))
   return lines
 
 
@@ -411,7 +462,8 @@ def _train(ex, workdir):
   writer = metrics_lib.MetricWriter(workdir, resume_step=start)
   step_fn = jax.jit(
       functools.partial(train_step, model=ex.model, tx=ex.tx, lr_fn=ex.lr_fn,
-                        class_weights=ex.data.class_weights),
+                        class_weights=ex.data.class_weights,
+                        teacher=ex.teacher, ldl_config=config.ldl),
       donate_argnums=0, compiler_options=cpu_conv.compiler_options())
   rng = jax.random.key(config.seed + 1)
   pending = []  # (step, device metrics) not yet fetched
@@ -434,7 +486,7 @@ def _train(ex, workdir):
                  disable=jax.process_index() != 0) as bar:
     for step in range(start + 1, ex.total_steps + 1):
       state, step_metrics = step_fn(state, ex.global_batch(next(train_iter)),
-                                    rng)
+                                    rng, ex.teacher_variables)
       pending.append((step, step_metrics))
       bar.update()
       end_of_epoch = step % ex.steps_per_epoch == 0
@@ -463,7 +515,8 @@ def _train(ex, workdir):
         checkpoint.save(mngr, step, state, train_iter,
                         {'config': config.to_dict(), 'history': history,
                          'data': {'class_names': list(ex.data.class_names),
-                                  'image_shape': list(ex.data.image_shape)}},
+                                  'image_shape': list(ex.data.image_shape)},
+                         'teacher': ex.teacher and ex.teacher.identity},
                         selection)
   writer.close()
   if history:
@@ -535,6 +588,7 @@ def evaluate(config, workdir, checkpoint_step='selected'):
   mngr = ex.checkpoints(workdir)
   step, run = find_checkpoint(mngr, workdir, checkpoint_step)
   workdir_lib.check_same_run(run['config'], config.to_dict(), workdir, 'eval')
+  teacher_lib.check_same(run.get('teacher'), ex.teacher, workdir)
   abstract = jax.eval_shape(ex.initial_state)  # shapes and shardings only
   variables = restore_variables(
       mngr, step, {'params': abstract.params,

@@ -35,6 +35,10 @@ MAY_DIFFER = ('data.data_dir', 'data.workers', 'data.threads', 'log_every',
 MAY_DIFFER_IN_EVAL = MAY_DIFFER + ('data.eval_crop', 'data.eval_splits',
                                    'epochs')
 _ABSENT = '<absent>'
+# Fields added after runs were saved without them: absent means this value,
+# the behaviour those runs had.
+ADDED = {'ldl.teacher': None, 'ldl.temperature': 1.0,
+         'ldl.onehot_weight': 0.0, 'ldl.reduction': 'class_mean'}
 
 
 def _flatten(tree, prefix=''):
@@ -54,7 +58,7 @@ def _plain(config_dict):
 
 def differences(saved, config, may_differ=()):
   """{key: (saved value, new value)} of the fields outside `may_differ`."""
-  saved, config = _flatten(_plain(saved)), _flatten(_plain(config))
+  saved, config = ({**ADDED, **_flatten(_plain(c))} for c in (saved, config))
   return {key: (saved.get(key, _ABSENT), config.get(key, _ABSENT))
           for key in sorted(set(saved) | set(config))
           if key not in may_differ

@@ -1,4 +1,5 @@
 """Weight import: our models equal the reference libraries' on their weights."""
+import functools
 import os
 import subprocess
 import sys
@@ -126,3 +127,60 @@ def test_unreadable_files_and_nan_weights_are_named(tmp_path):
                      match=r'not finite \(NaN or inf\): '
                      r'_blocks\.2\._bn1\.running_var'):
     convert.convert(state, 'efficientnet-pytorch', 'efficientnet_b0')
+
+
+def _efficientface_ldg_file(path, variables):
+  """A file in EfficientFace's LDG format (Pretrained_LDG.tar): torch.save of
+  {'state_dict': torchvision ResNet-50 names prefixed 'module.', ...}."""
+  state = {}
+  for keys, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+    keys = tuple(k.key for k in keys)
+    leaf = np.asarray(leaf)
+    leaf = leaf.transpose(3, 2, 0, 1) if leaf.ndim == 4 else leaf.T
+    name = convert.torch_name('torchvision', 'resnet50', keys[1:])
+    state['module.' + name] = torch.from_numpy(np.array(leaf))
+    if name.endswith('running_mean'):
+      state['module.' + name.replace('running_mean', 'num_batches_tracked')] = (
+          torch.tensor(100))
+  torch.save({'epoch': 40, 'state_dict': state,
+              'best_acc': torch.tensor(86.1)}, path)
+
+
+def test_efficientface_ldg_converts_and_teaches_in_the_datasets_order(
+    tmp_path):
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from fer_jax import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
+  from fer_jax.data import rafdb  # pylint: disable=g-import-not-at-top
+  _, model = convert.model_for('efficientface-ldg', 'resnet50', 7)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)),
+                         train=False)
+  weights = str(tmp_path / 'Pretrained_LDG.tar')
+  _efficientface_ldg_file(weights, variables)
+  converted, config = convert.convert(convert.read_state_dict(weights),
+                                      'efficientface-ldg', 'resnet50')
+  output = str(tmp_path / 'ldg')
+  convert.save(converted, config, output,
+               convert.data_fields('efficientface-ldg'))
+
+  data = ml_collections.ConfigDict(dict(
+      augment='resized_crop', mean=(0.485, 0.456, 0.406),
+      std=(0.229, 0.224, 0.225)))  # a student normalised as ImageNet
+  logs = []
+  teacher = teacher_lib.load(output, rafdb.CLASS_NAMES, (224, 224, 3), data,
+                             log=logs.append)
+  assert any('reordered by name' in line for line in logs)
+  raw = np.random.default_rng(0).random((1, 224, 224, 3), np.float32)
+  got = teacher.apply(teacher.variables,
+                      (raw - np.float32(data.mean)) / np.float32(data.std))
+  ours = jax.jit(functools.partial(model.apply, train=False))(
+      variables, (raw - np.float32(convert.EFFICIENTFACE_LDG['mean']))
+      / np.float32(convert.EFFICIENTFACE_LDG['std']))
+  theirs = convert.EFFICIENTFACE_LDG['class_names']
+  expected = ours[:, [theirs.index(name) for name in rafdb.CLASS_NAMES]]
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+  plain = str(tmp_path / 'plain')
+  convert.save(converted, config, plain)
+  with pytest.raises(convert.errors.UserError, match='without class names'):
+    teacher_lib.load(plain, rafdb.CLASS_NAMES, (224, 224, 3), data)
