@@ -25,6 +25,8 @@ def get_config():
   config.data.name = 'fer_synth'
   config.data.data_dir = config_dict.placeholder(str)  # None: TFDS default
   config.data.train_split = 'train'
+  # Prepared stylised copies mixed into training (fer_jax/data/stylize.py).
+  config.data.extra_train = ()
   config.data.holdout = 0  # >0: the first N train images form split 'holdout'
   config.data.eval_splits = ('validation', 'test')
   # 'crop': a random crop x crop window (the FER papers); 'resized_crop': a

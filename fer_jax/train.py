@@ -261,6 +261,9 @@ def validate(config, training=True):
           f'{jax.device_count()} devices: the batch size is global')
   _require(config, 'data.eval_crop', lambda v: v in ('ten', 'centre'),
            "'ten' or 'centre'")
+  _require(config, 'data.extra_train', lambda v: isinstance(v, (
+      tuple, list)) and all(isinstance(n, str) and n for n in v),
+           'a tuple of stylised dataset names')
   _require(config, 'ldl.teacher', lambda v: v is None or (
       isinstance(v, str) and v), 'None or the path of a teacher')
   _require(config, 'ldl.temperature', lambda v: _number(v) and v > 0,
@@ -459,6 +462,8 @@ def _train(ex, workdir):
   if start is None and config.model.get('init_from'):
     state = start_from(state, ex.model, config.model.init_from, ex.replicated)
   start = start or 0
+  if ex.data.train_note:
+    _log(ex.data.train_note)
   writer = metrics_lib.MetricWriter(workdir, resume_step=start)
   step_fn = jax.jit(
       functools.partial(train_step, model=ex.model, tx=ex.tx, lr_fn=ex.lr_fn,

@@ -37,7 +37,7 @@ MAY_DIFFER_IN_EVAL = MAY_DIFFER + ('data.eval_crop', 'data.eval_splits',
 _ABSENT = '<absent>'
 # Fields added after runs were saved without them: absent means this value,
 # the behaviour those runs had.
-ADDED = {'ldl.teacher': None, 'ldl.temperature': 1.0,
+ADDED = {'data.extra_train': [], 'ldl.teacher': None, 'ldl.temperature': 1.0,
          'ldl.onehot_weight': 0.0, 'ldl.reduction': 'class_mean'}
 
 

@@ -20,6 +20,26 @@ def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('tfds'))
 
 
+@pytest.fixture(scope='session')
+def rafdb_dir(tmp_path_factory):
+  """The generated RAF-DB (official layout), prepared."""
+  import fixtures  # pylint: disable=g-import-not-at-top
+  from fer_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('rafdb')
+  prepare.prepare('rafdb', fixtures.write_rafdb_official(str(root / 'raw')),
+                  str(root / 'tfds'))
+  return str(root / 'tfds')
+
+
+@pytest.fixture(scope='session')
+def stylized_synth(data_dir):
+  """16 stylised copies of fer_synth/small training faces (disgust, fear)."""
+  from fer_jax.data import stylize  # pylint: disable=g-import-not-at-top
+  stylize.create('fer_synth/small', 'synth_minority', add='disgust:6,fear:10',
+                 styles='2', data_dir=data_dir)
+  return 'synth_minority'
+
+
 def tiny_config(data_dir, **overrides):
   """U-VGG19 at 1/16 width on 512 training images: 16 steps an epoch."""
   config = demo.get_config()
@@ -47,7 +67,8 @@ def launch_args(config, workdir):
           '--config=' + os.path.join(REPO, 'configs', 'demo.py'),
           '--workdir=' + workdir]
   reference = demo.get_config()
-  for key in ('data.name', 'data.data_dir', 'data.threads', 'model.width',
+  for key in ('data.name', 'data.data_dir', 'data.threads',
+              'data.extra_train', 'model.width',
               'batch_size', 'eval_batch_size', 'epochs', 'log_every',
               'schedule.name', 'optimizer.lr'):
     node, ref = config, reference

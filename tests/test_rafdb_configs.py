@@ -2,21 +2,10 @@
 and from converted weights."""
 import importlib
 
-import jax
 import numpy as np
 import pytest
 
-import fixtures
 from fer_jax import train
-from fer_jax.data import prepare
-
-
-@pytest.fixture(scope='module')
-def rafdb_dir(tmp_path_factory):
-  root = tmp_path_factory.mktemp('rafdb')
-  prepare.prepare('rafdb', fixtures.write_rafdb_official(str(root / 'raw')),
-                  str(root / 'tfds'))
-  return str(root / 'tfds')
 
 
 def _small(name, data_dir):

@@ -19,9 +19,10 @@ from fer_jax.data import transforms
 
 
 @pytest.fixture(scope='module')
-def reference(data_dir, tmp_path_factory):
-  """An uninterrupted 3-epoch tiny run: (config, workdir, final state, history)."""
-  config = tiny_config(data_dir)
+def reference(data_dir, stylized_synth, tmp_path_factory):
+  """An uninterrupted 3-epoch tiny run, its training images mixed with
+  stylised copies: (config, workdir, final state, history)."""
+  config = tiny_config(data_dir, **{'data.extra_train': (stylized_synth,)})
   workdir = str(tmp_path_factory.mktemp('reference'))
   state, history = train.train_and_evaluate(config, workdir)
   return config, workdir, jax.device_get(state.params), history
@@ -108,7 +109,7 @@ def test_four_devices_give_the_one_device_loss_trajectory(data_dir, tmp_path):
 
 
 def test_run_killed_between_saves_resumes_to_the_same_parameters(
-    reference, tmp_path):
+    reference, tmp_path, capsys):
   config, _, params, _ = reference
   workdir = str(tmp_path)
   process = subprocess.Popen(launch_args(config, workdir), env=run_env(),
@@ -125,6 +126,8 @@ def test_run_killed_between_saves_resumes_to_the_same_parameters(
   assert killed_at in (16, 32)  # killed before the end (step 48)
 
   state, history = train.train_and_evaluate(config, workdir)
+  assert ('Training on 528 images: 512 of fer_synth/small train and 16 '
+          'stylised (synth_minority)') in capsys.readouterr().out
   assert [h['epoch'] for h in history] == [1, 2, 3]
   assert sorted(_train_losses(workdir)) == list(range(1, 49))
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params),
@@ -145,7 +148,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
                                      image=np.full((44, 44, 1), np.nan))
 
   monkeypatch.setattr(transforms, 'train_transform', nan_images)
-  longer = tiny_config(config.data.data_dir, epochs=4)
+  longer = tiny_config(config.data.data_dir, epochs=4, **{
+      'data.extra_train': config.data.extra_train})
   with pytest.raises(errors.DivergedError, match='at step 49.*step 48'):
     train.train_and_evaluate(longer, str(workdir))
   assert train.Experiment(config).checkpoints(str(workdir)).all_steps()[
@@ -154,7 +158,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
 
 def test_workdir_of_another_model_is_refused(reference):
   config, workdir, _, _ = reference
-  other = tiny_config(config.data.data_dir, **{'model.name': 'vgg19'})
+  other = tiny_config(config.data.data_dir, **{
+      'model.name': 'vgg19', 'data.extra_train': config.data.extra_train})
   with pytest.raises(errors.UserError, match=(
       r"config\.model\.name='vgg19' \(the run has 'uvgg19'\).*--workdir")):
     train.train_and_evaluate(other, workdir)

@@ -17,6 +17,7 @@ from fer_jax.data import ckplus
 from fer_jax.data import fer2013
 from fer_jax.data import fer_synth
 from fer_jax.data import rafdb
+from fer_jax.data import stylized
 from fer_jax.data import transforms
 
 # Builders that need files the user downloads (FER2013, CK+, RAF-DB) are
@@ -144,6 +145,7 @@ class Data:
   image_shape: tuple[int, int, int]  # as stored
   input_shape: tuple[int, int, int]  # after cropping
   class_weights: np.ndarray | None  # per class, for the loss; None: uniform
+  train_note: str | None = None  # what the training set mixes, for the log
 
 
 def class_weights(source, num_classes, how):
@@ -189,6 +191,38 @@ def check_normalisation(data_config, channels):
           + (', each > 0' if key == 'std' else ''))
 
 
+def mix_extra_train(train_source, data_config, features):
+  """(training source with config.data.extra_train's stylised datasets
+  concatenated, a line of per-class counts), checked against `features`."""
+  names = list(features['label'].names)
+  shape = tuple(features['image'].shape)
+  counts = np.bincount([int(train_source[i]['label'])
+                        for i in range(len(train_source))],
+                       minlength=len(names))
+  sources, added = [train_source], np.zeros(len(names), int)
+  for name in data_config.extra_train:
+    builder = stylized.load(name, data_config)
+    theirs = builder.info.features
+    if (list(theirs['label'].names) != names
+        or tuple(theirs['image'].shape) != shape):
+      raise errors.UserError(
+          f'config.data.extra_train: {name!r} has classes '
+          f"{list(theirs['label'].names)} and {theirs['image'].shape} "
+          f'images; the training data {names} and {shape}')
+    source = grain.MapDataset.source(builder.as_data_source(split='train'))
+    added += np.bincount([int(source[i]['label']) for i in range(len(source))],
+                         minlength=len(names))
+    sources.append(source)
+  mixed = grain.MapDataset.concatenate(sources)
+  per_class = ', '.join(f'{n} {c + a}' + (f' (+{a})' if a else '')
+                        for n, c, a in zip(names, counts, added))
+  note = (f'Training on {len(mixed):,} images: {len(train_source):,} of '
+          f'{data_config.name} {data_config.train_split} and '
+          f'{int(added.sum()):,} stylised ({", ".join(data_config.extra_train)}'
+          f'); an epoch is the mixed set. Per class: {per_class}.')
+  return mixed, note
+
+
 def load(data_config, global_batch, eval_batch, seed):
   builder = get_builder(data_config.name, data_config.data_dir)
   image_shape = builder.info.features['image'].shape
@@ -203,6 +237,10 @@ def load(data_config, global_batch, eval_batch, seed):
         f'{image_shape[:2]} images of {data_config.name!r}')
   check_normalisation(data_config, image_shape[-1])
   train_source = builder.split_source(data_config.train_split, data_config)
+  note = None
+  if data_config.get('extra_train'):
+    train_source, note = mix_extra_train(train_source, data_config,
+                                         builder.info.features)
   names = tuple(builder.info.features['label'].names)
   return Data(
       train=train_dataset(train_source, data_config, global_batch, seed),
@@ -214,4 +252,5 @@ def load(data_config, global_batch, eval_batch, seed):
       image_shape=tuple(image_shape),
       input_shape=(data_config.crop, data_config.crop, image_shape[-1]),
       class_weights=class_weights(train_source, len(names),
-                                  data_config.class_weights))
+                                  data_config.class_weights),
+      train_note=note)
