@@ -443,9 +443,12 @@ def summary(history, selection_split):
   for split, r in chosen['eval'].items():
     if 'kl' in r:
       lines.append(f'Student against teacher on {split} at the selected '
-                   'epoch: ' + ', '.join(f'{name} {r[name]:.4f}'
-                                         for name in ldl.DISTANCES))
+                   f'epoch: {_distances(r)}')
   return lines
+
+
+def _distances(result):
+  return ', '.join(f'{name} {result[name]:.4f}' for name in ldl.DISTANCES)
 
 
 def train_and_evaluate(config, workdir):
@@ -605,4 +608,7 @@ def evaluate(config, workdir, checkpoint_step='selected'):
                         ex.data.class_names)
   _log(f'checkpoint step {step}: {config.data.eval_crop}-crop accuracy '
        f'{_format(results)}')
+  for split, r in results.items():
+    if 'kl' in r:
+      _log(f'Student against teacher on {split}: {_distances(r)}')
   return results
