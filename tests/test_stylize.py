@@ -145,3 +145,22 @@ def test_extra_train_of_another_dataset_is_refused(rafdb_dir, data_dir):
     stylized.load('raf_only', _data_config(rafdb_dir, name='fer2013'))
   with pytest.raises(errors.MissingError, match='no prepared dataset'):
     stylized.load('missing', _data_config(rafdb_dir))
+
+
+def test_the_studys_rafdb_additions_need_three_styles():
+  # RAF-DB's training counts (surprise, fear, disgust, happiness, sadness,
+  # anger, neutral) and the additions of configs/effnet_b0_rafdb_ldl_style.py.
+  counts = (1290, 281, 717, 4772, 1982, 705, 2524)
+  labels = np.repeat(np.arange(7), counts)
+  additions = {'neutral': 300, 'disgust': 562, 'fear': 600, 'surprise': 600}
+  names = list(rafdb.CLASS_NAMES)
+  copies = stylize.plan(labels, names, additions, 3, seed=0)
+  added = np.bincount([labels[p] for p, _ in copies], minlength=7)
+  assert dict(zip(names, added)) == dict(
+      surprise=600, fear=600, disgust=562, happiness=0, sadness=0, anger=0,
+      neutral=300)
+  assert len(set(copies)) == len(copies)  # each image once per style
+  assert copies == stylize.plan(labels, names, additions, 3, seed=0)
+  assert copies != stylize.plan(labels, names, additions, 3, seed=1)
+  with pytest.raises(errors.UserError, match='fear:600: more than its 281'):
+    stylize.plan(labels, names, additions, 2, seed=0)
