@@ -13,6 +13,50 @@ def accuracy(confusion):
   return float(np.trace(confusion) / max(np.sum(confusion), 1))
 
 
+def report(confusion, class_names):
+  """Per-class precision, recall, F1 and support, their macro, micro and
+  weighted averages, and the confusion matrix as counts and as rows that
+  sum to 1, from a confusion matrix (rows: true class, columns: predicted).
+
+  A class never predicted (or never present) has precision (recall) 0, as
+  scikit-learn's zero_division=0; `tests/test_metrics.py` compares every
+  number with scikit-learn's.
+  """
+  confusion = np.asarray(confusion, np.int64)
+  correct = np.diag(confusion).astype(np.float64)
+  support = confusion.sum(axis=1)
+  predicted = confusion.sum(axis=0)
+  precision = np.divide(correct, predicted, out=np.zeros_like(correct),
+                        where=predicted > 0)
+  recall = np.divide(correct, support, out=np.zeros_like(correct),
+                     where=support > 0)
+  both = precision + recall
+  f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(correct),
+                 where=both > 0)
+  total = max(int(support.sum()), 1)
+  micro = float(correct.sum() / total)  # single-label: micro P = R = F1
+
+  def average(weights):
+    return {name: float(np.average(values, weights=weights))
+            for name, values in (('precision', precision), ('recall', recall),
+                                 ('f1', f1))}
+
+  rows = np.maximum(support, 1)[:, None]
+  return {
+      'accuracy': micro,
+      'classes': {
+          name: {'precision': float(precision[c]), 'recall': float(recall[c]),
+                 'f1': float(f1[c]), 'support': int(support[c])}
+          for c, name in enumerate(class_names)},
+      'macro': average(None),
+      'micro': {'precision': micro, 'recall': micro, 'f1': micro},
+      'weighted': (average(support) if support.sum() else
+                   {'precision': 0.0, 'recall': 0.0, 'f1': 0.0}),
+      'confusion': confusion.tolist(),
+      'confusion_normalized': (confusion / rows).tolist(),
+  }
+
+
 def _complete_lines(path, lines):
   """The lines of a metrics file, less a last one cut by a kill mid-write.
 

@@ -530,6 +530,13 @@ def _train(ex, workdir):
   if history:
     for line in summary(history, config.selection_split):
       _log(line)
+    chosen = selected(history, config.selection_split)
+    if jax.process_index() == 0:
+      for split, result in chosen['eval'].items():
+        write_report(workdir, split, result, ex.data.class_names,
+                     chosen['step'],
+                     'selected' if config.selection_split else 'latest',
+                     config.data.eval_crop)
   return state, history
 
 
@@ -575,23 +582,43 @@ def restore_variables(mngr, step, abstract):
         if others else f'{e}; no other checkpoint to read') from e
 
 
-def write_predictions(workdir, split, rows, class_names):
-  """eval/<split>_predictions.jsonl: index in the split, label, class
-  probabilities of every image; written to a temporary name, then renamed."""
+def _write_eval_file(workdir, name, lines):
+  """workdir/eval/name, written to a temporary name, then renamed."""
   folder = os.path.join(workdir, 'eval')
   os.makedirs(folder, exist_ok=True)
-  path = os.path.join(folder, f'{split}_predictions.jsonl')
+  path = os.path.join(folder, name)
   with open(path + '.tmp', 'w') as f:
-    for index, label, probabilities in rows:
-      f.write(json.dumps({
-          'index': index, 'label': class_names[label],
-          'probabilities': dict(zip(class_names, probabilities))}) + '\n')
+    f.writelines(lines)
   os.replace(path + '.tmp', path)
+
+
+def write_predictions(workdir, split, rows, class_names):
+  """eval/<split>_predictions.jsonl: index in the split, label, class
+  probabilities of every image."""
+  _write_eval_file(workdir, f'{split}_predictions.jsonl', (
+      json.dumps({'index': index, 'label': class_names[label],
+                  'probabilities': dict(zip(class_names, probabilities))})
+      + '\n' for index, label, probabilities in rows))
+
+
+def write_report(workdir, split, result, class_names, step, which, crop):
+  """eval/<split>.json: the checkpoint (`which`: 'selected', 'latest' or
+  'step', and its step), crop mode, loss, `metrics.report`'s accuracy,
+  per-class and averaged precision/recall/F1 and confusion matrices, and for
+  an LDL run the distances to the teacher."""
+  record = {'split': split, 'checkpoint': which, 'step': int(step),
+            'crop': crop, 'loss': result['loss'],
+            **metrics_lib.report(result['confusion'], class_names)}
+  if 'kl' in result:
+    record['teacher_distances'] = {name: result[name]
+                                   for name in ldl.DISTANCES}
+  _write_eval_file(workdir, f'{split}.json', [json.dumps(record, indent=1)])
 
 
 def evaluate(config, workdir, checkpoint_step='selected'):
   """Evaluates a saved checkpoint, no optimizer (see `find_checkpoint`), and
-  writes each split's per-image predictions (`write_predictions`)."""
+  writes each split's metrics and per-image predictions (`write_report`,
+  `write_predictions`)."""
   ex = Experiment(config, training=False)
   mngr = ex.checkpoints(workdir)
   step, run = find_checkpoint(mngr, workdir, checkpoint_step)
@@ -602,10 +629,14 @@ def evaluate(config, workdir, checkpoint_step='selected'):
       mngr, step, {'params': abstract.params,
                    'batch_stats': abstract.batch_stats})
   results = ex.evaluate(variables, predictions=True)
+  which = (checkpoint_step if checkpoint_step in ('selected', 'latest')
+           else 'step')
   if jax.process_index() == 0:
     for split, result in results.items():
       write_predictions(workdir, split, result.pop('predictions'),
                         ex.data.class_names)
+      write_report(workdir, split, result, ex.data.class_names, step, which,
+                   config.data.eval_crop)
   _log(f'checkpoint step {step}: {config.data.eval_crop}-crop accuracy '
        f'{_format(results)}')
   for split, r in results.items():

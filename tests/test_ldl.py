@@ -255,6 +255,8 @@ def test_ldl_run_reports_distances_and_refuses_another_teacher(data_dir,
   assert all(r['train/kl_to_teacher'] > 0 for r in records
              if 'train/loss' in r)
   assert any('validation/canberra' in r for r in records)
+  with open(os.path.join(workdir, 'eval', 'test.json')) as f:
+    assert set(json.load(f)['teacher_distances']) == set(ldl.DISTANCES)
 
   _export(path, _teacher_variables(1)[1])  # the same path, other weights
   config.epochs = 2

@@ -80,10 +80,23 @@ def test_training_learns_and_reports_every_epoch(reference):
 def test_evaluating_the_checkpoint_reproduces_the_saved_accuracy(reference):
   config, workdir, _, history = reference
   chosen = train.selected(history, config.selection_split)
-  results = train.evaluate(config, workdir)
+
+  def report(split):
+    with open(os.path.join(workdir, 'eval', f'{split}.json')) as f:
+      return json.load(f)
+
+  at_the_end = {split: report(split) for split in ('validation', 'test')}
+  results = train.evaluate(config, workdir, checkpoint_step='selected')
   for split in ('validation', 'test'):
     assert results[split]['accuracy'] == chosen['eval'][split]['accuracy']
     assert results[split]['confusion'] == chosen['eval'][split]['confusion']
+    # Training's last words and --mode=eval write the same file.
+    assert report(split) == at_the_end[split]
+    assert report(split)['step'] == chosen['step']
+    assert report(split)['checkpoint'] == 'selected'
+    assert report(split)['confusion'] == chosen['eval'][split]['confusion']
+    assert report(split)['classes']['happy']['support'] == sum(
+        chosen['eval'][split]['confusion'][3])
 
 
 def test_four_devices_give_the_one_device_loss_trajectory(data_dir, tmp_path):
