@@ -16,7 +16,7 @@ Cutout) for each of `--workers`, to compare with the train step's images/s.
   python -m fer_jax.bench --models=vgg19 --width=0.125 --modes=train,ldl
   python -m fer_jax.bench --modes=input --data=fer2013 --workers=0,1,2
   python -m fer_jax.bench --modes=predict   # the shipped model on faces
-  python -m fer_jax.bench --summary   # parameters and GMACs, no timing
+  python -m fer_jax.bench --summary   # parameters and GMACs beside the papers'
   python -m fer_jax.bench --json
 
 `--reference` also times, in the same run, PyTorch's version of the same
@@ -74,6 +74,17 @@ INPUT_SHAPES = {'vgg19': (44, 44, 1), 'uvgg19': (44, 44, 1),
                 'efficientnet_b0': (224, 224, 3), 'resnet50': (224, 224, 3)}
 BATCHES = {'vgg19': 128, 'uvgg19': 128, 'efficientnet_b0': 32,
            'resnet50': 32}
+# The papers' figures for each model and what they count (--summary).
+PAPERS = {
+    'vgg19': ('140.1M (U-VGG19 paper, Table 4: ImageNet VGG19 at 224x224x3 '
+              'with its 4096-4096-1000 head, not the 44x44x1 baseline)',
+              False),
+    'uvgg19': ('20.7M (U-VGG19 paper, at 44x44x1)', False),
+    'efficientnet_b0': ('5.3M, 0.39 GMACs (EfficientNet study, Table 2: the '
+                        'ImageNet model at 224)', True),
+    'resnet50': ('25.6M, 4.1 GMACs (EfficientNet study, Table 2: the '
+                 'ImageNet model at 224)', True),
+}
 # The teacher `--modes=ldl` runs, by input size.
 TEACHERS = {(44, 44, 1): {'name': 'vgg19', 'width': 0.25},
             (224, 224, 3): {'name': 'resnet50'}}
@@ -250,8 +261,15 @@ def main(argv):
       params, macs = models.macs_per_image(
           models.create(ml_collections.ConfigDict({'name': name}), 7),
           INPUT_SHAPES[name])
-      print(f"{name:16s} {'x'.join(map(str, INPUT_SHAPES[name])):12s} "
-            f'{params:>12,d} params (7 classes) {macs / 1e9:7.3f} GMACs/image')
+      line = (f"{name:16s} {'x'.join(map(str, INPUT_SHAPES[name])):12s} "
+              f'{params:>12,d} params (7 classes) {macs / 1e9:7.3f} '
+              'GMACs/image')
+      paper, imagenet_head = PAPERS[name]
+      if imagenet_head:  # the papers count the 1000-class ImageNet model
+        line += ' ({:,d} with 1000 classes)'.format(models.macs_per_image(
+            models.create(ml_collections.ConfigDict({'name': name}), 1000),
+            INPUT_SHAPES[name])[0])
+      print(f'{line}; paper: {paper}')
     return
   batch = lambda name: _BATCH.value or BATCHES[name]
   modes = [m for m in _MODES.value if m not in ('input', 'predict')]

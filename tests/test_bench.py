@@ -15,3 +15,7 @@ def test_bench_summary_prints_every_model():
   assert set(rows) == {'vgg19', 'uvgg19', 'efficientnet_b0', 'resnet50'}
   assert '20,743,255 params' in rows['uvgg19']
   assert '44x44x1' in rows['uvgg19'] and '224x224x3' in rows['resnet50']
+  # With ImageNet's head, the papers' counts (torchvision's exact ones).
+  assert '(5,288,548 with 1000 classes); paper: 5.3M' in rows[
+      'efficientnet_b0']
+  assert '(25,557,032 with 1000 classes); paper: 25.6M' in rows['resnet50']
