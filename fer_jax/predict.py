@@ -107,7 +107,9 @@ class Predictor:
     config = ml_collections.ConfigDict(run['config'])
     model = models.create(config.model, len(run['data']['class_names']))
     crop = (config.data.crop, config.data.crop, run['data']['image_shape'][2])
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    # This process's own device: in a multi-process run (a teacher read by
+    # every process) jax.devices()[0] belongs to process 0.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
         jax.eval_shape(lambda: model.init(jax.random.key(0),

@@ -288,8 +288,10 @@ class Experiment:
     self.mesh = Mesh(jax.devices(), ('data',))
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P('data'))
+    # Evaluation needs no stylised training copies (nor their files).
     self.data = pipeline.load(config.data, config.batch_size,
-                              config.eval_batch_size, config.seed)
+                              config.eval_batch_size, config.seed,
+                              extra_train=training)
     self.steps_per_epoch = self.data.train_size // config.batch_size
     if not self.steps_per_epoch:
       raise errors.UserError(

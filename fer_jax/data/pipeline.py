@@ -223,7 +223,9 @@ def mix_extra_train(train_source, data_config, features):
   return mixed, note
 
 
-def load(data_config, global_batch, eval_batch, seed):
+def load(data_config, global_batch, eval_batch, seed, extra_train=True):
+  """Data for a run; `extra_train` False leaves config.data.extra_train's
+  stylised copies out of the training set."""
   builder = get_builder(data_config.name, data_config.data_dir)
   image_shape = builder.info.features['image'].shape
   if data_config.augment not in ('crop', 'resized_crop'):
@@ -238,7 +240,7 @@ def load(data_config, global_batch, eval_batch, seed):
   check_normalisation(data_config, image_shape[-1])
   train_source = builder.split_source(data_config.train_split, data_config)
   note = None
-  if data_config.get('extra_train'):
+  if extra_train and data_config.get('extra_train'):
     train_source, note = mix_extra_train(train_source, data_config,
                                          builder.info.features)
   names = tuple(builder.info.features['label'].names)
