@@ -117,8 +117,10 @@ class Predictor:
     variables = train.restore_variables(
         mngr, step, {'params': abstract['params'],
                      'batch_stats': abstract.get('batch_stats', {})})
-    return cls(config, run['data']['class_names'],
-               run['data']['image_shape'], variables)
+    predictor = cls(config, run['data']['class_names'],
+                    run['data']['image_shape'], variables)
+    predictor.step = step  # which checkpoint it is, for the log
+    return predictor
 
   @classmethod
   def pretrained(cls):

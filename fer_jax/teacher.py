@@ -84,11 +84,9 @@ def _read(path):
   """(model, numpy variables, expected input, step, what it is) of the
   teacher at path."""
   # Imported here: fer_jax.train imports this module.
-  from fer_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from fer_jax import convert  # pylint: disable=g-import-not-at-top
   from fer_jax import predict  # pylint: disable=g-import-not-at-top
   from fer_jax import pretrained  # pylint: disable=g-import-not-at-top
-  from fer_jax import train  # pylint: disable=g-import-not-at-top
   where = f'config.ldl.teacher={path!r}'
   if os.path.isfile(path):
     config, names, shape, variables = pretrained.load(path)
@@ -96,11 +94,10 @@ def _read(path):
     return (model, variables, _from_config(config, names, shape), None,
             'an exported model file')
   if os.path.isdir(os.path.join(path, 'checkpoints')):
-    mngr = checkpoint.manager(path, keep=1, track_best=False)
-    step, run = train.find_checkpoint(mngr, path, 'selected')
-    p = predict.Predictor.from_workdir(path, step)
-    which = ('selected on ' + run['config']['selection_split']
-             if run['config'].get('selection_split')
+    p = predict.Predictor.from_workdir(path, 'selected')
+    step = p.step
+    which = ('selected on ' + p.config.selection_split
+             if p.config.get('selection_split')
              else 'the latest; the run has no selection split')
     model = models.create(p.config.model, len(p.class_names))
     return (model, jax.device_get(p.variables),

@@ -43,11 +43,15 @@ import time
 
 from absl import app
 from absl import flags
+import ml_collections
 import numpy as np
 from PIL import Image
+from PIL import ImageDraw
+import tensorflow_datasets as tfds
 
 from fer_jax import errors
 from fer_jax import workdir as workdir_lib
+from fer_jax.data import pipeline
 from fer_jax.data import stylized
 
 DEFAULT_STYLES = ('2', '10', '14')
@@ -147,8 +151,6 @@ def create(dataset, name, add='', fill_to='', styles=','.join(DEFAULT_STYLES),
            protocol='ancestor'):
   """Writes `stylized/name`; returns its {class: copies}. See the module
   doc; every argument is checked before the first image is stylised."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from fer_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   builder = pipeline.get_builder(dataset, data_dir)
   class_names = list(builder.info.features['label'].names)
   data_config = ml_collections.ConfigDict(dict(
@@ -194,10 +196,7 @@ def contact_sheet(dataset, name, output, data_dir=None, per_class=6,
                   scale=4):
   """Writes a PNG of up to `per_class` source images of each stylised class
   (first column) beside their copies in every style, `scale` x enlarged."""
-  from PIL import ImageDraw  # pylint: disable=g-import-not-at-top
-  from fer_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   source_builder = pipeline.get_builder(dataset, data_dir)
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   copies = tfds.builder_from_directory(stylized.path(name, data_dir))
   styles = copies.info.features['style'].names
   classes = copies.info.features['label'].names
@@ -226,9 +225,12 @@ def contact_sheet(dataset, name, output, data_dir=None, per_class=6,
     sheet.paste(picture.convert('RGB').resize((tile_w, tile_h), Image.BICUBIC),
                 (column * tile_w, top + row * tile_h))
 
+  sources = {}
   for row, key in enumerate(rows):
-    source = source_builder.as_data_source(split=split_names[key[1]])
-    paste(source[key[2]]['image'], 0, row)
+    split = split_names[key[1]]
+    if split not in sources:
+      sources[split] = source_builder.as_data_source(split=split)
+    paste(sources[split][key[2]]['image'], 0, row)
     draw.text((4, top + row * tile_h + 2), classes[key[0]], fill='yellow')
     for style, image in by_source[key].items():
       paste(image, style + 1, row)
