@@ -7,6 +7,7 @@ STEP for eval. For several hosts, pass --coordinator_address,
 missing data, a busy or foreign workdir) prints one line and exits 1;
 --verbosity=1 shows its traceback.
 """
+import functools
 import os
 
 from absl import app
@@ -14,6 +15,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from fer_jax import errors
 from fer_jax import hugepages
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.',
@@ -41,7 +43,6 @@ def main(argv):
   # Imported here, not at the top: grain's worker processes are spawned and
   # re-import this file, which must not touch devices.
   import jax  # pylint: disable=g-import-not-at-top
-  from fer_jax import errors  # pylint: disable=g-import-not-at-top
   from fer_jax import train  # pylint: disable=g-import-not-at-top
   if _NUM_PROCESSES.value > 1:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
@@ -55,25 +56,13 @@ def main(argv):
                          'latest or a step number')
   if _MODE.value == 'train':
     errors.report(train.train_and_evaluate, _CONFIG.value, workdir,
-                  verbose=verbose)
+                  config_path, verbose=verbose)
   else:
     errors.report(train.evaluate, _CONFIG.value, workdir, checkpoint,
                   verbose=verbose)
 
 
-def parse_flags(argv):
-  """absl's parsing, with a one-line error for a bad --config.* override."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    raise SystemExit(f'launch.py: {e}') from e
-  except AttributeError as e:  # ml_collections: the key does not exist
-    raise SystemExit(f'launch.py: the config has no key {e}; check the '
-                     '--config.* overrides') from e
-  except (KeyError, TypeError, ValueError) as e:  # e.g. a value of wrong type
-    raise SystemExit(f'launch.py: bad --config.* override: {e}') from e
-
-
 if __name__ == '__main__':
   hugepages.reexec()
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=functools.partial(
+      errors.parse_flags, program='launch.py'))

@@ -36,3 +36,19 @@ def report(fn, *args, verbose=False):
     # orbax's threads printing while the interpreter shuts down.
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(1)
+
+
+def parse_flags(argv, program):
+  """absl's flag parsing for an entry point (`app.run(main, flags_parser=
+  functools.partial(parse_flags, program=...))`), with a one-line error for
+  a bad flag or --config.* override."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    raise SystemExit(f'{program}: {e}') from e
+  except AttributeError as e:  # ml_collections: the key does not exist
+    raise SystemExit(f'{program}: the config has no key {e}; check the '
+                     '--config.* overrides') from e
+  except (KeyError, TypeError, ValueError) as e:  # e.g. a value of wrong type
+    raise SystemExit(f'{program}: bad --config.* override: {e}') from e

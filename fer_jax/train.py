@@ -9,6 +9,7 @@ import functools
 import json
 import numbers
 import os
+import time
 from typing import Any
 
 import flax
@@ -385,8 +386,9 @@ def _format(results):
 
 
 def resume(ex, workdir, state, train_iter):
-  """(manager, step, state, iterator, history) from the latest intact
-  checkpoint of the same run; step None and the inputs on a fresh workdir.
+  """(manager, step, state, iterator, run record) from the latest intact
+  checkpoint of the same run; step None, the inputs and an empty record on a
+  fresh workdir.
 
   A damaged checkpoint is moved aside (see `checkpoint.set_aside`) and the
   one before it taken; a checkpoint of another run is refused.
@@ -408,8 +410,8 @@ def resume(ex, workdir, state, train_iter):
       mngr = ex.checkpoints(workdir)
       continue
     _log(note or f'Resumed from {workdir} at step {step}.')
-    return mngr, step, state, train_iter, run['history']
-  return mngr, None, state, train_iter, []
+    return mngr, step, state, train_iter, run
+  return mngr, None, state, train_iter, {'history': []}
 
 
 def _last_good(mngr, workdir):
@@ -453,17 +455,28 @@ def _distances(result):
   return ', '.join(f'{name} {result[name]:.4f}' for name in ldl.DISTANCES)
 
 
-def train_and_evaluate(config, workdir):
-  """Trains, evaluating and checkpointing each epoch; resumes from workdir."""
+def train_and_evaluate(config, workdir, config_file=None):
+  """Trains, evaluating and checkpointing each epoch; resumes from workdir.
+
+  `config_file`, the file `config` came from (launch.py's --config), is
+  recorded for `fer_jax.report`'s config diff.
+  """
   ex = Experiment(config)
   with workdir_lib.lock(workdir):
-    return _train(ex, workdir)
+    return _train(ex, workdir, config_file)
 
 
-def _train(ex, workdir):
+def _train(ex, workdir, config_file):
   config = ex.config
-  mngr, start, state, train_iter, history = resume(
+  mngr, start, state, train_iter, run = resume(
       ex, workdir, ex.initial_state(), iter(ex.data.train))
+  history = run['history']
+  # Each process start that trains is a session: where, and for how long.
+  session = {'started': time.strftime('%Y-%m-%d %H:%M:%S'),
+             'first_step': (start or 0) + 1,
+             'hardware': workdir_lib.hardware()}
+  sessions = run.get('sessions', []) + [session]
+  session_start = time.monotonic()
   if start is None and config.model.get('init_from'):
     state = start_from(state, ex.model, config.model.init_from, ex.replicated)
   start = start or 0
@@ -522,8 +535,12 @@ def _train(ex, workdir):
              f'{config.data.eval_crop}-crop accuracy {_format(results)}')
         selection = (results[config.selection_split]['accuracy']
                      if config.selection_split else None)
+        session.update(last_step=step,
+                       seconds=round(time.monotonic() - session_start, 1))
         checkpoint.save(mngr, step, state, train_iter,
                         {'config': config.to_dict(), 'history': history,
+                         'config_file': config_file or run.get('config_file'),
+                         'sessions': sessions,
                          'data': {'class_names': list(ex.data.class_names),
                                   'image_shape': list(ex.data.image_shape)},
                          'teacher': ex.teacher and ex.teacher.identity},

@@ -23,6 +23,7 @@ import datetime
 import fcntl
 import json
 import os
+import platform
 import socket
 
 import jax
@@ -90,6 +91,23 @@ def check_same_run(saved, config, workdir, mode):
     line += ('; the cosine schedule of the remaining steps is recomputed '
              f'over {epochs[1]} epochs')
   return line + '.'
+
+
+def hardware():
+  """Where this process trains, for the run record: processes, devices,
+  device kind, JAX version, and the host's CPU model."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next((line.split(':', 1)[1].strip() for line in f
+                  if line.startswith('model name')), cpu)
+  except OSError:
+    pass
+  device = jax.devices()[0]
+  return {'processes': jax.process_count(), 'devices': jax.device_count(),
+          'platform': device.platform, 'device_kind': device.device_kind,
+          'cpu': cpu, 'cpu_count': os.cpu_count(),
+          'jax': jax.__version__, 'host': socket.gethostname()}
 
 
 def _holder(path):
