@@ -139,6 +139,7 @@ class SqueezeExcite(nn.Module):
     hidden = max(1, channels // self.reduction)
     s = ACTIVATIONS[self.activation](torch_dense(hidden, channels)(s))
     s = nn.sigmoid(torch_dense(channels, hidden)(s))
+    self.sow('intermediates', 'weights', s)  # for fer_jax.figures
     return x * s[:, None, None, :]
 
 

@@ -23,6 +23,11 @@ flatten -> Dropout(0.5) -> Dense(512 -> 7).
     conv1x1(cat(centre_crop(x2), x3)) -> 256 channels, stage 5 takes
     conv1x1(cat(centre_crop(x1), x4)) -> 512 channels. The fusions are linear
     1x1 convs with bias, each followed by the next stage's conv-BN-PReLU.
+Each stage's output (`stage1`..`stage5`) and the fused skip features entering
+stages 4 and 5 (`fused_skip4`, `fused_skip5`) are sown into the
+'intermediates' collection, and each SE module sows its channel weights, for
+the paper's feature-map figures (`fer_jax.figures`); `apply(...,
+mutable=['intermediates'])` returns them, training does not keep them.
 The head: global average pool -> Dropout(0.5) -> 1x1 conv (512 -> classes) ->
 Dense(classes -> classes).
 
@@ -80,13 +85,13 @@ class VGG(nn.Module):
   def __call__(self, x, train=False):
     outputs = []
     for i, (convs, c) in enumerate(STAGES):
-      if self.use_skips and i == 3:
-        x = self.fuse(outputs[1], x, x.shape[-1])
-      if self.use_skips and i == 4:
-        x = self.fuse(outputs[0], x, x.shape[-1])
+      if self.use_skips and i in (3, 4):
+        x = self.fuse(outputs[4 - i], x, x.shape[-1])
+        self.sow('intermediates', f'fused_skip{i + 1}', x)
       for _ in range(convs):
         x = self.conv_block(x, self.channels(c), train)
       x = pooling.max_pool(x, 2)
+      self.sow('intermediates', f'stage{i + 1}', x)
       outputs.append(x)
 
     if self.head == 'dense':
