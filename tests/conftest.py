@@ -91,3 +91,15 @@ def launch(config, workdir, **env):
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout
+
+
+@pytest.fixture(scope='session')
+def smoke_ablation(data_dir, tmp_path_factory):
+  """Rows 1 (VGG19, no switches) and 6 (U-VGG19, all) of the U-VGG19 table,
+  one tiny epoch each: (base config, workdir, the table's text)."""
+  from fer_jax import ablate  # pylint: disable=g-import-not-at-top
+  config = tiny_config(data_dir, epochs=1)
+  workdir = str(tmp_path_factory.mktemp('ablation'))
+  text = ablate.run(config, 'uvgg19', workdir, rows=('1', '6'),
+                    base_path=os.path.join(REPO, 'configs', 'demo.py'))
+  return config, workdir, text
