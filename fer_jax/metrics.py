@@ -57,7 +57,7 @@ def report(confusion, class_names):
   }
 
 
-def _complete_lines(path, lines):
+def complete_lines(path, lines):
   """The lines of a metrics file, less a last one cut by a kill mid-write.
 
   A damaged line elsewhere is an error naming the file and line.
@@ -90,7 +90,7 @@ class MetricWriter:
     self.path = os.path.join(workdir, 'metrics.jsonl')
     if os.path.exists(self.path):
       with open(self.path) as f:
-        lines = [l for l in _complete_lines(self.path, f)
+        lines = [l for l in complete_lines(self.path, f)
                  if json.loads(l)['step'] <= resume_step]
       with open(self.path + '.tmp', 'w') as f:
         f.writelines(lines)
