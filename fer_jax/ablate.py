@@ -44,6 +44,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from fer_jax import errors
+from fer_jax import files
 from fer_jax import hugepages
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Base config file.',
@@ -224,12 +225,7 @@ def table_markdown(config, table, workdir, eval_splits, base_path):
 
 
 def write_table(text, workdir):
-  path = os.path.join(workdir, 'ablation.md')
-  os.makedirs(workdir, exist_ok=True)
-  with open(path + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
-  return path
+  return files.write(os.path.join(workdir, 'ablation.md'), text)
 
 
 def commands(table, rows, argv):

@@ -6,6 +6,7 @@ import jax
 import numpy as np
 
 from fer_jax import errors
+from fer_jax import files
 
 
 def accuracy(confusion):
@@ -92,9 +93,7 @@ class MetricWriter:
       with open(self.path) as f:
         lines = [l for l in complete_lines(self.path, f)
                  if json.loads(l)['step'] <= resume_step]
-      with open(self.path + '.tmp', 'w') as f:
-        f.writelines(lines)
-      os.replace(self.path + '.tmp', self.path)
+      files.write(self.path, lines)
     # tensorboardX rather than flax.metrics.tensorboard, which imports
     # TensorFlow.
     import tensorboardX  # pylint: disable=g-import-not-at-top

@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from fer_jax import errors
+from fer_jax import files
 
 PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'pretrained',
                     'fer2013.msgpack')
@@ -40,10 +41,7 @@ def export(workdir, output=PATH, checkpoint_step='selected'):
       'image_shape': list(predictor.image_shape),
       'variables': jax.tree.map(np.asarray, predictor.variables),
   }
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  with open(output + '.tmp', 'wb') as f:
-    f.write(flax.serialization.msgpack_serialize(record))
-  os.replace(output + '.tmp', output)
+  files.write(output, flax.serialization.msgpack_serialize(record))
 
 
 def load(path=PATH):

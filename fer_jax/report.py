@@ -32,6 +32,7 @@ import numpy as np
 
 from fer_jax import checkpoint
 from fer_jax import errors
+from fer_jax import files
 from fer_jax import figures
 from fer_jax import metrics as metrics_lib
 from fer_jax import models
@@ -296,9 +297,7 @@ def write(workdir, image_path=None, image_split='test', image_index=0,
     text += [f'### {title}', '',
              f'![{title}]({os.path.relpath(path, workdir)})', '']
   path = os.path.join(workdir, 'report.md')
-  with open(path + '.tmp', 'w') as f:
-    f.write('\n'.join(text) + '\n')
-  os.replace(path + '.tmp', path)
+  files.write(path, '\n'.join(text) + '\n')
   chosen = train.selected(run['history'], run['config']['selection_split'])
   row = {'run': workdir, 'model': run['config']['model']['name'],
          'epochs': f"{chosen['epoch']}/{run['config']['epochs']}"}
@@ -334,9 +333,7 @@ def main(argv):
     table = comparison(rows)
     print(table, end='')
     if _OUT.value:
-      with open(_OUT.value + '.tmp', 'w') as f:
-        f.write(table)
-      os.replace(_OUT.value + '.tmp', _OUT.value)
+      files.write(_OUT.value, table)
 
 
 if __name__ == '__main__':

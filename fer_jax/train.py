@@ -23,6 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from fer_jax import checkpoint
 from fer_jax import convert
 from fer_jax import errors
+from fer_jax import files
 from fer_jax import ldl
 from fer_jax import metrics as metrics_lib
 from fer_jax import models
@@ -603,12 +604,7 @@ def restore_variables(mngr, step, abstract):
 
 def _write_eval_file(workdir, name, lines):
   """workdir/eval/name, written to a temporary name, then renamed."""
-  folder = os.path.join(workdir, 'eval')
-  os.makedirs(folder, exist_ok=True)
-  path = os.path.join(folder, name)
-  with open(path + '.tmp', 'w') as f:
-    f.writelines(lines)
-  os.replace(path + '.tmp', path)
+  files.write(os.path.join(workdir, 'eval', name), lines)
 
 
 def write_predictions(workdir, split, rows, class_names):
