@@ -2,8 +2,11 @@
 
 Flags: --config (with --config.key=value overrides), --workdir (default
 runs/<config file name>), --mode=train|eval, --checkpoint=selected|latest|
-STEP for eval. For several hosts, pass --coordinator_address,
---num_processes and --process_id on each. A user's mistake (a config value,
+STEP for eval. For several processes, pass --coordinator_address,
+--num_processes and --process_id to each, or start them with srun or mpirun
+(JAX reads the rest from their environment; README "Several processes or
+machines"); --heartbeat_timeout bounds how long the others wait for one
+that died. A user's mistake (a config value,
 missing data, a busy or foreign workdir) prints one line and exits 1;
 --verbosity=1 shows its traceback.
 """
@@ -31,7 +34,22 @@ _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                    'host:port of process 0, multi-host only.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', 1, 'Multi-host only.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', 0, 'Multi-host only.')
+_HEARTBEAT = flags.DEFINE_integer(
+    'heartbeat_timeout', 30,
+    'Multi-host only: seconds after which the processes of a run give up on '
+    'one that stopped answering (JAX\'s default is 100).')
 flags.mark_flags_as_required(['config'])
+
+
+def cluster_size():
+  """The process count a scheduler set for this job step, where JAX can
+  detect the rest (coordinator, process id): srun's tasks, mpirun's ranks;
+  else 1."""
+  if 'SLURM_STEP_NODELIST' in os.environ:  # under srun, not just sbatch
+    count = os.environ.get('SLURM_NTASKS', '')
+  else:
+    count = os.environ.get('OMPI_COMM_WORLD_SIZE', '')
+  return int(count) if count.isdigit() else 1
 
 
 def main(argv):
@@ -46,7 +64,10 @@ def main(argv):
   from fer_jax import train  # pylint: disable=g-import-not-at-top
   if _NUM_PROCESSES.value > 1:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
-                               _PROCESS_ID.value)
+                               _PROCESS_ID.value,
+                               heartbeat_timeout_seconds=_HEARTBEAT.value)
+  elif cluster_size() > 1:  # SLURM, Open MPI: JAX reads the rest itself
+    jax.distributed.initialize(heartbeat_timeout_seconds=_HEARTBEAT.value)
   config_path = flags.FLAGS['config'].config_filename
   workdir = _WORKDIR.value or os.path.join(
       'runs', os.path.splitext(os.path.basename(config_path))[0])

@@ -19,6 +19,7 @@ background writer would log the failure and let training run on.
 """
 import contextlib
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -28,6 +29,7 @@ import grain
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import orbax.checkpoint as ocp
 
 from fer_jax import errors
@@ -143,7 +145,29 @@ def save(mngr, step, state, data_iterator, run, selection=None):
 
 
 def _abstract(tree):
-  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+  """Shapes, dtypes and shardings to restore into. A leaf without a sharding
+  is replicated over this run's devices: orbax would otherwise assume the
+  topology that wrote the checkpoint, and a checkpoint from 4 devices or 2
+  processes could not be read on 1 (tests/test_multihost.py)."""
+  replicated = NamedSharding(Mesh(jax.devices(), ('data',)), P())
+
+  def leaf(x):
+    x = ocp.utils.to_shape_dtype_struct(x)
+    if getattr(x, 'sharding', None) is None:
+      x = jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated)
+    return x
+
+  return jax.tree.map(leaf, tree)
+
+
+def saved_process_count(mngr, step):
+  """How many processes wrote `step`: each saves its data iterator's
+  position as data/process_<i>-of-<n>.json. None if that cannot be told."""
+  folder = os.path.join(str(mngr.directory), str(step), 'data')
+  counts = {int(m.group(1)) for name in (os.listdir(folder) if
+                                         os.path.isdir(folder) else ())
+            if (m := re.fullmatch(r'process_\d+-of-(\d+)\.json', name))}
+  return counts.pop() if len(counts) == 1 else None
 
 
 def _restore(mngr, step, **items):

@@ -278,8 +278,9 @@ def load(path):
   """(variables as numpy, model fields) from a `convert` output directory."""
   fields_path = os.path.join(path, 'model.json')
   if not os.path.isfile(fields_path):
-    raise errors.MissingError(f'config.model.init_from={path!r}: no model.json '
-                            'there; expected the output of fer_jax.convert')
+    raise errors.MissingError(
+        f'config.model.init_from={path!r}: no model.json or checkpoints/ '
+        'there; expected the output of fer_jax.convert or a run\'s workdir')
   with open(fields_path) as f:
     fields = json.load(f)
   with ocp.StandardCheckpointer() as checkpointer:

@@ -170,13 +170,26 @@ def eval_step(variables, batch, teacher_variables=None, *, model, num_classes,
   return out
 
 
+def _weights(path):
+  """(numpy variables, model fields) of a `fer_jax.convert` output, or of a
+  training run's workdir (its selected checkpoint, restored onto this
+  process's device whatever device or process count wrote it)."""
+  if os.path.isdir(os.path.join(path, 'checkpoints')):
+    from fer_jax import predict  # pylint: disable=g-import-not-at-top
+    run = predict.Predictor.from_workdir(path, 'selected')
+    fields = {k: v for k, v in run.config.model.items() if k != 'init_from'}
+    return jax.device_get(run.variables), fields
+  return convert.load(path)
+
+
 def start_from(state, model, path, sharding):
-  """`state` with the weights converted to `path` (see fer_jax.convert).
+  """`state` with the weights at `path`: a `fer_jax.convert` output or
+  another run's workdir (`_weights`).
 
   Every variable is taken from there except a classifier whose class count
   differs, which keeps its fresh initialisation.
   """
-  loaded, fields = convert.load(path)
+  loaded, fields = _weights(path)
   for key, value in fields.items():
     ours = getattr(model, key, None)
     if key not in ('num_classes', 'name') and ours != value:
@@ -401,6 +414,13 @@ def resume(ex, workdir, state, train_iter):
       note = workdir_lib.check_same_run(run['config'], ex.config.to_dict(),
                                         workdir, 'train')
       teacher_lib.check_same(run.get('teacher'), ex.teacher, workdir)
+      writers = checkpoint.saved_process_count(mngr, step)
+      if writers not in (None, jax.process_count()):
+        raise errors.UserError(
+            f'{workdir} was trained by {writers} process(es) and this run has '
+            f'{jax.process_count()}: its data position is saved per process. '
+            f'Resume it with {writers}, or start a new run from its weights '
+            f'with --config.model.init_from={workdir}')
       state, train_iter = checkpoint.restore_train(mngr, step, state,
                                                    train_iter, run)
     except checkpoint.DamagedError as e:

@@ -85,9 +85,11 @@ def run_env(**extra):
   return env
 
 
-def launch(config, workdir, **env):
-  """Runs launch.py to completion in a new process; returns its stdout."""
-  result = subprocess.run(launch_args(config, workdir), env=run_env(**env),
+def launch(config, workdir, mode='train', **env):
+  """Runs launch.py (--mode) to completion in a new process, `env` added to
+  its environment; returns its stdout."""
+  result = subprocess.run(launch_args(config, workdir) + [f'--mode={mode}'],
+                          env=run_env(**env),
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout

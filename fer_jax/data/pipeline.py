@@ -106,17 +106,28 @@ def _iter_dataset(ds, data_config):
 
 
 def train_dataset(source, data_config, global_batch, seed):
-  """Endless training batches for this process, as a grain IterDataset."""
-  ds = source[jax.process_index()::jax.process_count()]
-  ds = ds.shuffle(seed=seed).random_map(transforms.train_transform(data_config),
-                                        seed=seed + 1)
+  """Endless training batches for this process, as a grain IterDataset.
+
+  Every process walks the same shuffled, augmented stream, cut into local
+  batches, and takes every process_count-th of them from its index on, so
+  that a global batch (the processes' local batches in process order, as
+  `jax.make_array_from_process_local_data` joins them) holds the same images
+  with the same augmentation whatever the process count: 2 processes x 2
+  devices train exactly as 1 x 4 (tests/test_multihost.py). Grain evaluates
+  lazily, so each process reads and augments only its own batches.
+  """
+  ds = source.shuffle(seed=seed).random_map(
+      transforms.train_transform(data_config), seed=seed + 1)
   ds = ds.repeat(None).batch(local_batch_size(global_batch),
                              drop_remainder=True)
-  return _iter_dataset(ds, data_config)
+  return _iter_dataset(ds[jax.process_index()::jax.process_count()],
+                       data_config)
 
 
 def eval_dataset(source, data_config, global_batch):
-  """This process's share of an eval split, each image once, padded + masked."""
+  """This process's share of an eval split, each image once, padded + masked:
+  as in training, a global batch is the same images for any process count.
+  """
   n = len(source)
   padded = -(-n // global_batch) * global_batch
   transform = transforms.eval_transform(data_config)
@@ -130,9 +141,10 @@ def eval_dataset(source, data_config, global_batch):
       padding = jax.tree.map(np.zeros_like, example(0))
     return padding
 
-  ds = grain.MapDataset.range(padded)[jax.process_index()::jax.process_count()]
-  ds = ds.map(example).batch(local_batch_size(global_batch))
-  return _iter_dataset(ds, data_config)
+  ds = grain.MapDataset.range(padded).map(example).batch(
+      local_batch_size(global_batch))
+  return _iter_dataset(ds[jax.process_index()::jax.process_count()],
+                       data_config)
 
 
 @dataclasses.dataclass
