@@ -105,3 +105,9 @@ def smoke_ablation(data_dir, tmp_path_factory):
   text = ablate.run(config, 'uvgg19', workdir, rows=('1', '6'),
                     base_path=os.path.join(REPO, 'configs', 'demo.py'))
   return config, workdir, text
+
+
+def pytest_collection_modifyitems(items):
+  """The longest module first, so that the others run beside it instead of
+  after it (with pytest-xdist's --dist=loadscope, pytest.ini)."""
+  items.sort(key=lambda item: item.module.__name__ != 'test_multihost')
