@@ -127,8 +127,9 @@ def config_section(run):
   if base is None:
     where = (f'{config_file} could not be read here' if config_file else
              'the run did not record its config file')
-    return [f'Full config ({where}):', '', '```',
-            json.dumps(run['config'], indent=1), '```']
+    return [f'The whole config ({where}):', '', '| key | value |',
+            '|---|---|'] + [f'| {key} | {value!r} |' for key, value in
+                            sorted(workdir_lib.flatten(run['config']).items())]
   differ = workdir_lib.differences(base, run['config'])
   if not differ:
     return [f'The config is {config_file} unchanged.']

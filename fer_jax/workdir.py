@@ -42,11 +42,11 @@ ADDED = {'data.extra_train': [], 'ldl.teacher': None, 'ldl.temperature': 1.0,
          'ldl.onehot_weight': 0.0, 'ldl.reduction': 'class_mean'}
 
 
-def _flatten(tree, prefix=''):
+def flatten(tree, prefix=''):
   flat = {}
   for key, value in tree.items():
     if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
+      flat.update(flatten(value, f'{prefix}{key}.'))
     else:
       flat[f'{prefix}{key}'] = value
   return flat
@@ -59,7 +59,7 @@ def _plain(config_dict):
 
 def differences(saved, config, may_differ=()):
   """{key: (saved value, new value)} of the fields outside `may_differ`."""
-  saved, config = ({**ADDED, **_flatten(_plain(c))} for c in (saved, config))
+  saved, config = ({**ADDED, **flatten(_plain(c))} for c in (saved, config))
   return {key: (saved.get(key, _ABSENT), config.get(key, _ABSENT))
           for key in sorted(set(saved) | set(config))
           if key not in may_differ
