@@ -33,7 +33,6 @@ and runs a smoke table.
 """
 import dataclasses
 import functools
-import json
 import os
 import shlex
 import sys
@@ -173,25 +172,13 @@ def selected_rows(table, numbers):
   return chosen
 
 
-def _read_eval(workdir, split):
-  path = os.path.join(workdir, 'eval', f'{split}.json')
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except FileNotFoundError:
-    return None
-  except ValueError as e:
-    raise errors.UserError(f'{path}: not a JSON evaluation file ({e}); '
-                           'delete it to evaluate the row again') from e
-
-
 def run_row(config, workdir, eval_splits, config_file=None):
   """Trains a row (resuming it), then evaluates its selected checkpoint on
   `eval_splits` unless eval/<split>.json already holds that checkpoint."""
   from fer_jax import train  # pylint: disable=g-import-not-at-top
   _, history = train.train_and_evaluate(config, workdir, config_file)
   step = train.selected(history, config.selection_split)['step']
-  have = [_read_eval(workdir, split) for split in eval_splits]
+  have = [train.read_report(workdir, split) for split in eval_splits]
   if any(r is None or r['step'] != step or r['checkpoint'] != 'selected'
          for r in have):
     eval_config = config.copy_and_resolve_references()
@@ -201,12 +188,13 @@ def run_row(config, workdir, eval_splits, config_file=None):
 
 def table_markdown(config, table, workdir, eval_splits, base_path):
   """The markdown table of every row whose evaluation files exist."""
+  from fer_jax import train  # pylint: disable=g-import-not-at-top
   names = list(SWITCHES[table])
   head = ['row', *names, *(f'{s} %' for s in eval_splits), 'paper test %']
   lines = ['| ' + ' | '.join(head) + ' |',
            '|' + '---|' * len(head)]
   for row in TABLES[table]:
-    results = [_read_eval(os.path.join(workdir, row.name), split)
+    results = [train.read_report(os.path.join(workdir, row.name), split)
                for split in eval_splits]
     ours = [f"{r['accuracy']:.2%}"[:-1] if r else 'not run'
             for r in results]

@@ -68,15 +68,9 @@ def read_run(workdir):
   evals = {}
   folder = os.path.join(workdir, 'eval')
   for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
-    if name.endswith('.json'):
-      path = os.path.join(folder, name)
-      try:
-        with open(path) as f:
-          record = json.load(f)
-        evals[record['split']] = record
-      except (ValueError, KeyError) as e:
-        raise errors.UserError(f'{path}: not an evaluation record ({e}); '
-                               'write it again with launch.py --mode=eval')
+    split, extension = os.path.splitext(name)
+    if extension == '.json':
+      evals[split] = train.read_report(workdir, split)
   if not evals:
     raise errors.MissingError(
         f'{workdir}/eval: no <split>.json; evaluate first: python launch.py '

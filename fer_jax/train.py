@@ -650,6 +650,20 @@ def write_report(workdir, split, result, class_names, step, which, crop):
   _write_eval_file(workdir, f'{split}.json', [json.dumps(record, indent=1)])
 
 
+def read_report(workdir, split):
+  """eval/<split>.json as `write_report` wrote it; None if there is none."""
+  path = os.path.join(workdir, 'eval', f'{split}.json')
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return None
+  except ValueError as e:
+    raise errors.UserError(
+        f'{path}: not an evaluation record ({e}); write it again with '
+        'launch.py --mode=eval (or delete it)') from e
+
+
 def evaluate(config, workdir, checkpoint_step='selected'):
   """Evaluates a saved checkpoint, no optimizer (see `find_checkpoint`), and
   writes each split's metrics and per-image predictions (`write_report`,
