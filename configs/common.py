@@ -16,6 +16,9 @@ def get_config():
   config.eval_batch_size = 128  # images; ten crops of each are evaluated
   config.log_every = 50
   config.keep_checkpoints = 2
+  # Activations' dtype: 'float32' or 'bfloat16' (mixed precision for GPUs and
+  # TPUs; parameters, BatchNorm statistics and the loss stay float32).
+  config.dtype = 'float32'
   # Checkpoint selection; the split itself is reported as well as the best
   # epoch on every other eval split (the papers' way, labelled so). '': the
   # last epoch.

@@ -23,6 +23,19 @@ Cutout) for each of `--workers`, to compare with the train step's images/s.
 model where there is one (a VGG19-BN written here; efficientnet-pytorch's
 EfficientNet-B0), with the ratio. Each model runs at its own input size and,
 unless --batch is given, its own batch (128 at 44x44x1, 32 at 224x224x3).
+
+Everything timed is compiled first, then timed in `--rounds` interleaved
+rounds of `--steps` steps each, and each figure is the median over the
+rounds: on 2 noisy cores a 1.0x threshold needs that, not one sample
+(`--rounds=1` is the old single sample). Several widths in one run print
+the table of issue 16: VGG19 against PyTorch and U-VGG19 against VGG19 at
+each width,
+
+  python -m fer_jax.bench --models=vgg19,uvgg19 --modes=train,infer \
+      --batch=128 --width=1,0.25,0.125 --reference --rounds=5
+
+and `--dtypes=float32,bfloat16` times both precisions (`config.dtype`; on
+CPU bfloat16 is emulated, so its figures only say that it runs).
 """
 import functools
 import json
@@ -54,8 +67,14 @@ _MODES = flags.DEFINE_list('modes', ['train', 'infer', 'input'],
                            'shipped model, batch 1 and 64).')
 _BATCH = flags.DEFINE_integer('batch', None,
                               'Global batch size; default per model.')
-_STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps (after warm-up).')
-_WIDTH = flags.DEFINE_float('width', 1.0, 'Channel width multiplier.')
+_STEPS = flags.DEFINE_integer('steps', 10,
+                              'Timed steps a round (after warm-up).')
+_ROUNDS = flags.DEFINE_integer(
+    'rounds', 1, 'Interleaved rounds; each figure is their median.')
+_WIDTH = flags.DEFINE_list('width', ['1.0'],
+                           'Channel width multipliers, one table row each.')
+_DTYPES = flags.DEFINE_list('dtypes', ['float32'],
+                            "Activation dtypes (config.dtype) to time.")
 _JSON = flags.DEFINE_bool('json', False, 'Print a JSON list of records.')
 _DATA = flags.DEFINE_string('data', 'fer_synth',
                             'Dataset whose training iterator --modes=input '
@@ -90,8 +109,8 @@ TEACHERS = {(44, 44, 1): {'name': 'vgg19', 'width': 0.25},
             (224, 224, 3): {'name': 'resnet50'}}
 
 
-def _median_seconds(fn, steps):
-  jax.block_until_ready(fn())  # warm-up, compilation included
+def _seconds(fn, steps):
+  """Median seconds a call over `steps` calls."""
   times = []
   for _ in range(steps):
     start = time.perf_counter()
@@ -100,20 +119,33 @@ def _median_seconds(fn, steps):
   return statistics.median(times)
 
 
+def interleaved_seconds(fns, steps, rounds):
+  """Median over `rounds` of each warmed-up fn's seconds a call, all fns
+  timed in turn within each round, so that a slow spell of the machine hits
+  them alike."""
+  for fn in fns:
+    jax.block_until_ready(fn())  # warm-up, compilation included
+  times = [[] for _ in fns]
+  for _ in range(rounds):
+    for fn, samples in zip(fns, times):
+      samples.append(_seconds(fn, steps))
+  return [statistics.median(samples) for samples in times]
+
+
 def matmul_gflops(n=2048, steps=5):
   """This machine's float32 matmul rate, the yardstick for the others."""
   a = jnp.ones((n, n), jnp.float32)
   matmul = jax.jit(lambda a: a @ a)
-  return 2 * n**3 / _median_seconds(lambda: matmul(a), steps) / 1e9
+  return 2 * n**3 / interleaved_seconds([lambda: matmul(a)], steps, 1)[0] / 1e9
 
 
-def time_model(name, mode, batch, steps, width=1.0):
-  """One benchmark record: images/s, GFLOPs per image, achieved GFLOP/s."""
+def model_step(name, mode, batch, width=1.0, dtype='float32'):
+  """(the call to time, its record without the timings)."""
   config = vgg19_fer2013.get_config()
   config.model = ml_collections.ConfigDict({'name': name})
   if width != 1.0:
     config.model.width = width
-  model = models.create(config.model, num_classes=7)
+  model = models.create(config.model, 7, dtype)
   shape = INPUT_SHAPES[name]
   mesh = jax.sharding.Mesh(jax.devices(), ('data',))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -147,23 +179,28 @@ def time_model(name, mode, batch, steps, width=1.0):
                                      ldl_config=config.ldl),
                    compiler_options=cpu_conv.compiler_options())
     key = jax.random.key(1)
-    seconds = _median_seconds(
-        lambda: step(state, batch_data, key, teacher_variables), steps)
+    fn = lambda: step(state, batch_data, key, teacher_variables)
   elif mode == 'infer':
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     forward = jax.jit(lambda v, x: model.apply(v, x, train=False),
                       compiler_options=cpu_conv.compiler_options())
-    seconds = _median_seconds(
-        lambda: forward(variables, batch_data['image']), steps)
+    fn = lambda: forward(variables, batch_data['image'])
   else:
     raise ValueError(f"mode {mode!r}: expected 'train', 'ldl' or 'infer'")
-  return {
-      'name': f'{name}/{mode}', 'model': name, 'mode': mode, 'batch': batch,
-      'input': 'x'.join(map(str, shape)), 'params': int(params),
-      'width': width, 'img_per_s': batch / seconds,
-      'gflops_per_img': flops / batch / 1e9,
-      'achieved_gflops': flops / seconds / 1e9,
-  }
+  suffix = '' if dtype == 'float32' else f'/{dtype}'
+  return fn, {
+      'name': f'{name}/{mode}{suffix}', 'model': name, 'mode': mode,
+      'batch': batch, 'input': 'x'.join(map(str, shape)),
+      'params': int(params), 'width': width, 'dtype': dtype, 'flops': flops}
+
+
+def _timed(record, seconds):
+  """The record with the images/s (and GFLOP/s) of `seconds` a batch."""
+  record = dict(record, img_per_s=record['batch'] / seconds)
+  flops = record.pop('flops', None)
+  record['gflops_per_img'] = flops and flops / record['batch'] / 1e9
+  record['achieved_gflops'] = flops and flops / seconds / 1e9
+  return record
 
 
 def time_predict(batch, steps):
@@ -173,7 +210,8 @@ def time_predict(batch, steps):
   predictor = predict.Predictor.pretrained()
   faces = list(np.random.default_rng(0).integers(
       0, 256, (batch, 120, 120, 3), np.uint8))
-  seconds = _median_seconds(lambda: predictor.probabilities(faces), steps)
+  seconds, = interleaved_seconds([lambda: predictor.probabilities(faces)],
+                                 steps, 1)
   return {'name': f'predict/shipped/batch={batch}', 'model': 'shipped',
           'mode': 'predict', 'batch': batch, 'input': '120x120x3',
           'params': None, 'img_per_s': batch / seconds,
@@ -224,8 +262,9 @@ TORCH_REFERENCES = {'vgg19': ('torch_vgg19', _torch_vgg19),
                                         _torch_efficientnet_b0)}
 
 
-def time_torch(name, mode, batch, steps, width=1.0):
-  """PyTorch's version of model `name`, timed the same way (SGD as ours)."""
+def torch_step(name, mode, batch, width=1.0):
+  """PyTorch's version of model `name` (SGD as ours): (the call to time,
+  its record without the timings)."""
   import torch  # pylint: disable=g-import-not-at-top
   label, build = TORCH_REFERENCES[name]
   model = build(width)
@@ -245,13 +284,39 @@ def time_torch(name, mode, batch, steps, width=1.0):
       model(x)
 
   model.train(mode == 'train')
-  seconds = _median_seconds(train_step if mode == 'train' else infer, steps)
-  return {'name': f'{label}/{mode}', 'model': label, 'mode': mode,
-          'batch': batch, 'input': 'x'.join(map(str, INPUT_SHAPES[name])),
-          'width': width,
-          'params': sum(p.numel() for p in model.parameters()),
-          'img_per_s': batch / seconds, 'gflops_per_img': None,
-          'achieved_gflops': None}
+  return train_step if mode == 'train' else infer, {
+      'name': f'{label}/{mode}', 'model': label, 'reference_of': name,
+      'mode': mode, 'batch': batch,
+      'input': 'x'.join(map(str, INPUT_SHAPES[name])), 'width': width,
+      'params': sum(p.numel() for p in model.parameters())}
+
+
+def _ratio(records, width, a, b):
+  """images/s of record a over record b at `width` ((model, mode) pairs)."""
+  rate = lambda model, mode: next(
+      (r['img_per_s'] for r in records if r['width'] == width
+       and r['model'] == model and r['mode'] == mode
+       and r.get('dtype', 'float32') == 'float32'), None)
+  ra, rb = rate(*a), rate(*b)
+  return None if ra is None or rb is None else ra / rb
+
+
+def width_table(records, widths):
+  """Markdown rows: VGG19 train and forward against PyTorch's, U-VGG19's
+  train step against VGG19's, at each width (float32)."""
+  columns = (('VGG19 train vs PyTorch', ('vgg19', 'train'),
+              ('torch_vgg19', 'train')),
+             ('VGG19 forward vs PyTorch', ('vgg19', 'infer'),
+              ('torch_vgg19', 'infer')),
+             ('U-VGG19 train vs VGG19', ('uvgg19', 'train'),
+              ('vgg19', 'train')))
+  lines = ['| width | ' + ' | '.join(c[0] for c in columns) + ' |',
+           '|---' * (len(columns) + 1) + '|']
+  for width in widths:
+    cells = [_ratio(records, width, a, b) for _, a, b in columns]
+    lines.append(f'| {width:g} | ' + ' | '.join(
+        '-' if c is None else f'{c:.2f}x' for c in cells) + ' |')
+  return lines
 
 
 def main(argv):
@@ -273,8 +338,26 @@ def main(argv):
     return
   batch = lambda name: _BATCH.value or BATCHES[name]
   modes = [m for m in _MODES.value if m not in ('input', 'predict')]
-  records = [time_model(name, mode, batch(name), _STEPS.value, _WIDTH.value)
-             for name in _MODELS.value for mode in modes]
+  widths = [float(w) for w in _WIDTH.value]
+  steps = [model_step(name, mode, batch(name), width, dtype)
+           for width in widths for name in _MODELS.value for mode in modes
+           for dtype in _DTYPES.value]
+  if _REFERENCE.value:
+    for name in [n for n in _MODELS.value if n in TORCH_REFERENCES]:
+      try:
+        steps += [torch_step(name, mode, batch(name), width)
+                  for width in widths for mode in modes
+                  if mode in ('train', 'infer')]
+      except ImportError as e:
+        print(f'--reference for {name}: skipped ({e}; see '
+              'requirements-test.txt)')
+  seconds = interleaved_seconds([fn for fn, _ in steps], _STEPS.value,
+                                _ROUNDS.value)
+  records = [_timed(record, s) for (_, record), s in zip(steps, seconds)]
+  for ref in [r for r in records if 'reference_of' in r]:
+    ref['ours_vs_torch'] = _ratio(records, ref['width'],
+                                  (ref['reference_of'], ref['mode']),
+                                  (ref['model'], ref['mode']))
   if 'input' in _MODES.value:
     # Throughput over many batches: per-batch times only show the buffer.
     records += [time_pipeline(_DATA.value, int(workers),
@@ -283,21 +366,6 @@ def main(argv):
                 for workers in _WORKERS.value]
   if 'predict' in _MODES.value:
     records += [time_predict(batch, _STEPS.value) for batch in (1, 64)]
-  if _REFERENCE.value:
-    for name in [n for n in _MODELS.value if n in TORCH_REFERENCES]:
-      try:
-        references = [time_torch(name, mode, batch(name), _STEPS.value,
-                                 _WIDTH.value)
-                      for mode in modes if mode in ('train', 'infer')]
-      except ImportError as e:
-        print(f'--reference for {name}: skipped ({e}; see '
-              'requirements-test.txt)')
-        continue
-      for ref in references:
-        ours = [r for r in records if r['model'] == name and
-                r['mode'] == ref['mode']]
-        ref['ours_vs_torch'] = ours[0]['img_per_s'] / ref['img_per_s']
-        records.append(ref)
   rate = matmul_gflops()
   tunables = os.environ.get('GLIBC_TUNABLES')
   if _JSON.value:
@@ -305,19 +373,25 @@ def main(argv):
                                  'glibc_tunables': tunables}], indent=1))
     return
   print(f'{jax.devices()[0].platform}: {jax.device_count()} device(s); '
-        f'float32 matmul {rate:.0f} GFLOP/s; GLIBC_TUNABLES={tunables}')
+        f'float32 matmul {rate:.0f} GFLOP/s; GLIBC_TUNABLES={tunables}; '
+        f'medians of {_ROUNDS.value} interleaved rounds of {_STEPS.value} '
+        'steps')
   for r in records:
     params = '' if r['params'] is None else f"{r['params']:>11,d} params"
-    line = (f"{r['name']:26s} batch {r['batch']:4d} {r['input']:9s} "
-            f"{params:18s} {r['img_per_s']:8.1f} img/s")
+    width = '' if r.get('width') is None else f"w={r['width']:<6g}"
+    line = (f"{r['name']:26s} {width:8s} batch {r['batch']:4d} "
+            f"{r['input']:9s} {params:18s} {r['img_per_s']:8.1f} img/s")
     if r['gflops_per_img'] is not None:
       line += (f" {r['gflops_per_img']:7.3f} GFLOP/img "
                f"{r['achieved_gflops']:6.1f} GFLOP/s")
     if 'latency_ms' in r:
       line += f"   {r['latency_ms']:.1f} ms a call"
-    if 'ours_vs_torch' in r:
+    if r.get('ours_vs_torch') is not None:
       line += f"   ours / this: {r['ours_vs_torch']:.2f}x"
     print(line)
+  if {'vgg19', 'uvgg19'} & set(_MODELS.value) and (
+      len(widths) > 1 or _REFERENCE.value):
+    print('\n'.join(['', *width_table(records, widths)]))
 
 
 if __name__ == '__main__':

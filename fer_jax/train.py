@@ -112,6 +112,7 @@ def train_step(state, batch, rng, teacher_variables=None, *, model, tx, lr_fn,
     logits, updates = model.apply(
         {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
         train=True, rngs={'dropout': rng}, mutable=['batch_stats'])
+    logits = loss_precision(logits)
     if teacher is None:
       loss = optax.softmax_cross_entropy_with_integer_labels(
           logits, batch['label'])
@@ -139,12 +140,19 @@ def train_step(state, batch, rng, teacher_variables=None, *, model, tx, lr_fn,
   return new_state, metrics
 
 
+def loss_precision(logits):
+  """Logits in float32, whatever the activations' dtype: the softmax, the
+  loss and its mean over the batch lose too much in bfloat16
+  (`test_train.py::test_bfloat16_trains_as_float32`)."""
+  return logits.astype(jnp.float32)
+
+
 def crop_averaged_logits(variables, images, *, model):
   """Inference-mode logits of (batch, [crops,] H, W, C) images, averaged
   over the crops (the ten-crop test); evaluation and prediction both use it.
   """
-  logits = model.apply(variables, images.reshape(-1, *images.shape[-3:]),
-                       train=False)
+  logits = loss_precision(model.apply(
+      variables, images.reshape(-1, *images.shape[-3:]), train=False))
   # (batch, crops, classes) -> mean over crops; a no-op for one crop.
   return logits.reshape(images.shape[0], -1, logits.shape[-1]).mean(axis=1)
 
@@ -274,6 +282,8 @@ def validate(config, training=True):
       raise errors.UserError(
           f'config.{key}={config[key]} does not divide by the '
           f'{jax.device_count()} devices: the batch size is global')
+  _require(config, 'dtype', lambda v: v in models.DTYPES,
+           f'one of {models.DTYPES}')
   _require(config, 'data.eval_crop', lambda v: v in ('ten', 'centre'),
            "'ten' or 'centre'")
   _require(config, 'data.extra_train', lambda v: isinstance(v, (
@@ -314,7 +324,7 @@ class Experiment:
           f'the {self.data.train_size} training images')
     self.total_steps = config.epochs * self.steps_per_epoch
     num_classes = len(self.data.class_names)
-    self.model = models.create(config.model, num_classes)
+    self.model = models.create(config.model, num_classes, config.dtype)
     self.lr_fn = learning_rate_fn(config, self.steps_per_epoch)
     self.tx = create_optimizer(config, self.lr_fn)
     self.teacher, self.teacher_variables = None, None

@@ -34,11 +34,11 @@ from fer_jax import errors
 MAY_DIFFER = ('data.data_dir', 'data.workers', 'data.threads', 'log_every',
               'keep_checkpoints', 'eval_batch_size')
 MAY_DIFFER_IN_EVAL = MAY_DIFFER + ('data.eval_crop', 'data.eval_splits',
-                                   'epochs')
+                                   'epochs', 'dtype')
 _ABSENT = '<absent>'
 # Fields added after runs were saved without them: absent means this value,
 # the behaviour those runs had.
-ADDED = {'data.extra_train': [], 'ldl.teacher': None, 'ldl.temperature': 1.0,
+ADDED = {'dtype': 'float32', 'data.extra_train': [], 'ldl.teacher': None, 'ldl.temperature': 1.0,
          'ldl.onehot_weight': 0.0, 'ldl.reduction': 'class_mean'}
 
 

@@ -56,6 +56,8 @@ def test_uvgg19_logits_and_batch_stats_at_small_width():
     (dict(name='vgg19', depth=3), 'config.model.depth'),
     (dict(name='uvgg19', activation='gelu'), "config.model.activation='gelu'"),
     (dict(name='uvgg19', width=0.0), 'config.model.width=0.0'),
+    (dict(name='vgg19', dtype='bfloat16'),
+     'config.model.dtype: set config.dtype instead'),
 ])
 def test_bad_model_config_names_the_key(fields, message):
   with pytest.raises(ValueError, match=message.replace('.', r'\.')):
@@ -85,3 +87,36 @@ def test_multiply_adds_are_counted_as_the_papers_count_them():
   convs = sum(s * s * 9 * cin * cout for s, cin, cout in
               zip(sizes, channels[:-1], channels[1:]))
   assert macs('vgg19', (44, 44, 1))[1] == convs + 512 * 1000
+
+
+def test_bad_dtype_names_the_key():
+  with pytest.raises(ValueError, match=r"config\.dtype='float16'"):
+    models.create(ml_collections.ConfigDict(dict(name='vgg19')), 7,
+                  'float16')
+
+
+@pytest.mark.parametrize('name, shape, fields', [
+    ('uvgg19', (4, 44, 44, 1), dict(width=1 / 16)),
+    ('efficientnet_b0', (2, 32, 32, 3), {}),
+    ('resnet50', (2, 32, 32, 3), {}),
+])
+def test_bfloat16_activations_with_float32_parameters_and_statistics(
+    name, shape, fields):
+  config = ml_collections.ConfigDict(dict(name=name, **fields))
+  f32, bf16 = (models.create(config, 7, dtype)
+               for dtype in ('float32', 'bfloat16'))
+  x = jax.random.uniform(jax.random.key(0), shape)
+  variables = jax.jit(f32.init)(jax.random.key(1), x)
+  assert jax.tree.map(lambda v: v.dtype, jax.eval_shape(
+      bf16.init, jax.random.key(1), x)) == jax.tree.map(
+          lambda v: v.dtype, variables)
+  logits, stats = jax.eval_shape(lambda: bf16.apply(
+      variables, x, train=True, mutable=['batch_stats'],
+      rngs={'dropout': jax.random.key(2)}))
+  assert logits.dtype == jnp.bfloat16
+  assert {v.dtype for v in jax.tree.leaves(stats)} == {jnp.dtype('float32')}
+  want, got = (jax.jit(model.apply)(variables, x) for model in (f32, bf16))
+  assert got.dtype == jnp.bfloat16
+  # A fresh model's logits agree to bfloat16's precision over its depth.
+  np.testing.assert_allclose(np.asarray(got, np.float32), want,
+                             atol=0.03 * np.abs(want).max())

@@ -178,6 +178,8 @@ def test_workdir_of_another_model_is_refused(reference):
     ({'data.mean': (0.5,), 'data.std': (0.0,)}, 'config.data.std=(0.0,): '
      'expected 1 finite value(s)'),
     ({'data.workers': -1}, 'config.data.workers=-1: expected an integer >= 0'),
+    ({'dtype': 'float16'}, "config.dtype='float16': expected one of "
+     "('float32', 'bfloat16')"),
 ])
 def test_bad_config_value_names_the_key(data_dir, tmp_path, overrides,
                                         message):

@@ -1,4 +1,4 @@
-"""Models by name: `create(config.model, num_classes)`."""
+"""Models by name: `create(config.model, num_classes, config.dtype)`."""
 import dataclasses
 
 import flax.linen as nn
@@ -17,11 +17,24 @@ MODELS = {'vgg19': vgg.vgg19, 'uvgg19': vgg.uvgg19,
           'resnet50': resnet.ResNet50}
 
 
-def create(model_config, num_classes):
-  """The Flax module named by `model_config.name`, other fields as overrides."""
+DTYPES = ('float32', 'bfloat16')
+
+
+def create(model_config, num_classes, dtype='float32'):
+  """The Flax module named by `model_config.name`, other fields as overrides.
+
+  `dtype` (one of DTYPES) is the activations'. Parameters, BatchNorm
+  statistics and the loss stay float32 in every model (mixed precision for
+  GPUs and TPUs; on CPU bfloat16 is emulated and slower), so a checkpoint is
+  the same in either and restores into both.
+  """
   kwargs = dict(model_config)
   name = kwargs.pop('name')
   kwargs.pop('init_from', None)  # weights to start from, not a module field
+  if dtype not in DTYPES:
+    raise errors.UserError(f'config.dtype={dtype!r}: expected one of {DTYPES}')
+  if 'dtype' in kwargs:
+    raise errors.UserError('config.model.dtype: set config.dtype instead')
   if name not in MODELS:
     raise errors.UserError(
         f'config.model.name={name!r}: unknown model; expected '
@@ -32,7 +45,8 @@ def create(model_config, num_classes):
     if key not in fields or key in ('parent', 'name'):
       raise errors.UserError(
           f'config.model.{key}: not a field of model {name!r}')
-  return MODELS[name](num_classes=num_classes, **kwargs)
+  return MODELS[name](num_classes=num_classes, dtype=jnp.dtype(dtype),
+                      **kwargs)
 
 
 def macs_per_image(model, input_shape):

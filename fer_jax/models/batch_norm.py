@@ -30,16 +30,20 @@ def leaky(z, slope):
 
 
 def _batch_norm_act_fwd(x, scale, bias, slope, epsilon):
-  mean, var = _batch_stats(x)
-  out = leaky(normalise(x, mean, var, scale, bias, epsilon), slope)
-  return (out, mean, var), (x, mean, var, scale, bias, slope)
+  # In float32 whatever x's dtype (bfloat16 sums of squares lose the
+  # variance); only the output takes x's dtype.
+  mean, var = _batch_stats(x.astype(jnp.float32))
+  out = leaky(normalise(x.astype(jnp.float32), mean, var, scale, bias,
+                        epsilon), slope)
+  return (out.astype(x.dtype), mean, var), (x, mean, var, scale, bias, slope)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def batch_norm_act(x, scale, bias, slope, epsilon):
   """Training-mode BatchNorm over all axes but the last, then a leaky
   activation with one slope per channel (0: ReLU, a parameter: PReLU, 1:
-  none). Returns (output, batch mean, batch variance).
+  none). Returns (output, batch mean, batch variance): the output in x's
+  dtype, the statistics, like every step of the computation, in float32.
 
   Its gradient is written by hand: two passes over the activations (the
   reductions, then the input gradient, both recomputing the normalised
@@ -53,8 +57,10 @@ def batch_norm_act(x, scale, bias, slope, epsilon):
 
 
 def _batch_norm_act_bwd(epsilon, residuals, cotangents):
-  x, mean, var, scale, bias, slope = residuals
+  x_in, mean, var, scale, bias, slope = residuals
+  x = x_in.astype(jnp.float32)
   grad, grad_mean, grad_var = cotangents
+  grad = grad.astype(jnp.float32)
   n = x.size // x.shape[-1]
   rstd = lax.rsqrt(var + epsilon)
   centred = x - mean
@@ -68,7 +74,7 @@ def _batch_norm_act_bwd(epsilon, residuals, cotangents):
   grad_x = (scale * rstd * (grad_z - grad_bias / n
                             - centred * (rstd * grad_scale / n))
             + grad_mean / n + centred * (2 * grad_var / n))
-  return grad_x, grad_scale, grad_bias, grad_slope
+  return grad_x.astype(x_in.dtype), grad_scale, grad_bias, grad_slope
 
 
 batch_norm_act.defvjp(_batch_norm_act_fwd, _batch_norm_act_bwd)

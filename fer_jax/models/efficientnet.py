@@ -41,13 +41,15 @@ class MBConv(nn.Module):
   drop_rate: float
   padding: str
   norm: type[nn.Module]
+  dtype: jnp.dtype
 
   @nn.compact
   def __call__(self, x, train):
     inputs, channels = x, x.shape[-1]
     hidden = channels * self.expansion
     conv = lambda *a, **k: layers.Conv(*a, use_bias=False,
-                                       kernel_init=he_fan_out, **k)
+                                       kernel_init=he_fan_out,
+                                       dtype=self.dtype, **k)
     if self.expansion != 1:
       x = conv(hidden, (1, 1), name='expand_conv')(x)
       x = nn.silu(self.norm(name='expand_bn')(x))
@@ -57,9 +59,10 @@ class MBConv(nn.Module):
              pad, depthwise=True, name='depthwise_conv')(x)
     x = nn.silu(self.norm(name='depthwise_bn')(x))
     s = jnp.mean(x, axis=(1, 2), keepdims=True)
-    s = nn.silu(layers.Conv(max(1, channels // 4), (1, 1),
+    s = nn.silu(layers.Conv(max(1, channels // 4), (1, 1), dtype=self.dtype,
                             name='se_reduce')(s))
-    x = x * nn.sigmoid(layers.Conv(hidden, (1, 1), name='se_expand')(s))
+    x = x * nn.sigmoid(layers.Conv(hidden, (1, 1), dtype=self.dtype,
+                                   name='se_expand')(s))
     x = self.norm(name='project_bn')(
         conv(self.features, (1, 1), name='project_conv')(x))
     if self.stride != 1 or channels != self.features:
@@ -81,15 +84,19 @@ class EfficientNetB0(nn.Module):
   padding: str = 'same'  # same | symmetric
   bn_epsilon: float = 1e-3
   bn_momentum: float = 0.99
+  dtype: jnp.dtype = jnp.float32  # activations; parameters stay float32
 
   @nn.compact
   def __call__(self, x, train=False):
+    # Flax's BatchNorm keeps its statistics and reductions in float32.
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=self.bn_momentum,
-                             epsilon=self.bn_epsilon)
+                             epsilon=self.bn_epsilon, dtype=self.dtype)
+    x = x.astype(self.dtype)
     pad = 'SAME' if self.padding == 'same' else layers.pytorch_pads((3, 3))
     x = layers.Conv(32, (3, 3), (2, 2), pad, use_bias=False,
-                    kernel_init=he_fan_out, name='stem_conv')(x)
+                    kernel_init=he_fan_out, dtype=self.dtype,
+                    name='stem_conv')(x)
     x = nn.silu(norm(name='stem_bn')(x))
     blocks = sum(repeats for *_, repeats in STAGES)
     index = 0
@@ -97,14 +104,14 @@ class EfficientNetB0(nn.Module):
       for i in range(repeats):
         x = MBConv(features, expansion, kernel, stride if i == 0 else 1,
                    self.drop_connect * index / blocks, self.padding, norm,
-                   name=f'block{index}')(x, train)
+                   self.dtype, name=f'block{index}')(x, train)
         index += 1
     x = layers.Conv(1280, (1, 1), use_bias=False, kernel_init=he_fan_out,
-                    name='head_conv')(x)
+                    dtype=self.dtype, name='head_conv')(x)
     x = nn.silu(norm(name='head_bn')(x))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, name='classifier')(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(x)
 
   def __post_init__(self):
     if self.padding not in ('same', 'symmetric'):

@@ -19,7 +19,7 @@ from fer_jax.models import cpu_conv
 conv_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
 
 
-def torch_dense(features, fan_in):
+def torch_dense(features, fan_in, dtype=jnp.float32):
   """`nn.Dense` initialised as PyTorch's `nn.Linear`: kernel and bias
   U(-1/sqrt(fan_in), 1/sqrt(fan_in)). With flax's default (lecun normal, zero
   bias) VGG19 at width 0.25 trailed the same model in PyTorch by about 6
@@ -29,7 +29,8 @@ def torch_dense(features, fan_in):
   def bias_init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
-  return nn.Dense(features, kernel_init=conv_init, bias_init=bias_init)
+  return nn.Dense(features, kernel_init=conv_init, bias_init=bias_init,
+                  dtype=dtype)
 
 
 def pytorch_pads(kernel_size):
@@ -43,6 +44,8 @@ class Conv(nn.Module):
   `depthwise`: one filter per input channel (features must equal them).
   `padding`: 'SAME' (TensorFlow's: extra pixel at the end), 'VALID' or
   explicit ((top, bottom), (left, right)).
+  `dtype`: of the computation and the output; the parameters stay float32
+  (the Flax `dtype`/`param_dtype` split, as every layer here).
   """
   features: int
   kernel_size: tuple[int, int] = (3, 3)
@@ -51,19 +54,24 @@ class Conv(nn.Module):
   use_bias: bool = True
   depthwise: bool = False
   kernel_init: nn.initializers.Initializer = conv_init
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
+    x = x.astype(self.dtype)
     if self.depthwise:
       kernel = self.param('kernel', self.kernel_init,
                           (*self.kernel_size, 1, self.features))
-      y = cpu_conv.depthwise_conv2d(x, kernel, self.strides, self.padding)
+      y = cpu_conv.depthwise_conv2d(x, kernel.astype(self.dtype),
+                                    self.strides, self.padding)
     else:
       kernel = self.param('kernel', self.kernel_init,
                           (*self.kernel_size, x.shape[-1], self.features))
-      y = cpu_conv.conv2d(x, kernel, self.strides, self.padding)
+      y = cpu_conv.conv2d(x, kernel.astype(self.dtype), self.strides,
+                          self.padding)
     if self.use_bias:
-      y = y + self.param('bias', nn.initializers.zeros, (self.features,))
+      y = y + self.param('bias', nn.initializers.zeros,
+                         (self.features,)).astype(self.dtype)
     return y
 
 
@@ -82,7 +90,7 @@ class PReLU(nn.Module):
   def __call__(self, x):
     slope = self.param('slope', nn.initializers.constant(0.25),
                        (x.shape[-1],))
-    return batch_norm.leaky(x, slope)
+    return batch_norm.leaky(x, slope.astype(x.dtype))
 
 
 class BatchNorm(nn.Module):
@@ -91,11 +99,14 @@ class BatchNorm(nn.Module):
 
   `activation`: None, 'relu', or 'prelu' (one slope per channel, initialised
   to 0.25 as PyTorch's `nn.PReLU(channels)`, stored here as `slope`).
+  Statistics and normalisation are computed in float32 whatever `dtype`, the
+  output's (`batch_norm`).
   """
   use_running_average: bool
   momentum: float = 0.99
   epsilon: float = 1e-5
   activation: str | None = None
+  dtype: jnp.dtype = jnp.float32
 
   def __post_init__(self):
     if self.activation not in (None, 'relu', 'prelu'):
@@ -105,6 +116,7 @@ class BatchNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x):
+    x = x.astype(self.dtype)
     channels = x.shape[-1]
     mean = self.variable('batch_stats', 'mean', jnp.zeros, (channels,))
     var = self.variable('batch_stats', 'var', jnp.ones, (channels,))
@@ -117,7 +129,8 @@ class BatchNorm(nn.Module):
       slope = jnp.full((channels,), 1.0 if self.activation is None else 0.0)
     if self.use_running_average:
       return batch_norm.leaky(batch_norm.normalise(
-          x, mean.value, var.value, scale, bias, self.epsilon), slope)
+          x.astype(jnp.float32), mean.value, var.value, scale, bias,
+          self.epsilon), slope).astype(self.dtype)
     out, batch_mean, batch_var = batch_norm.batch_norm_act(
         x, scale, bias, slope, self.epsilon)
     if not self.is_initializing():
@@ -131,14 +144,17 @@ class SqueezeExcite(nn.Module):
   """Squeeze-and-excitation (Hu et al., 2018) with a configurable activation."""
   reduction: int = 16
   activation: str = 'relu'
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
+    x = x.astype(self.dtype)
     channels = x.shape[-1]
-    s = jnp.mean(x, axis=(1, 2))
+    s = jnp.mean(x, axis=(1, 2))  # accumulated in float32 for bfloat16 x
     hidden = max(1, channels // self.reduction)
-    s = ACTIVATIONS[self.activation](torch_dense(hidden, channels)(s))
-    s = nn.sigmoid(torch_dense(channels, hidden)(s))
+    s = ACTIVATIONS[self.activation](
+        torch_dense(hidden, channels, self.dtype)(s))
+    s = nn.sigmoid(torch_dense(channels, hidden, self.dtype)(s))
     self.sow('intermediates', 'weights', s)  # for fer_jax.figures
     return x * s[:, None, None, :]
 

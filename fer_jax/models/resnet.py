@@ -9,6 +9,7 @@ torchvision's is "v1.5": the stride of a downsampling bottleneck is on its
 import functools
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from fer_jax.models import efficientnet
 from fer_jax.models import layers
@@ -22,11 +23,13 @@ class Bottleneck(nn.Module):
   width: int
   stride: int
   norm: type[nn.Module]
+  dtype: jnp.dtype
 
   @nn.compact
   def __call__(self, x):
     conv = lambda *a, **k: layers.Conv(
-        *a, use_bias=False, kernel_init=efficientnet.he_fan_out, **k)
+        *a, use_bias=False, kernel_init=efficientnet.he_fan_out,
+        dtype=self.dtype, **k)
     shortcut = x
     if self.stride != 1 or x.shape[-1] != 4 * self.width:
       shortcut = conv(4 * self.width, (1, 1), (self.stride, self.stride),
@@ -46,20 +49,21 @@ class ResNet50(nn.Module):
   num_classes: int = 1000
   bn_epsilon: float = 1e-5
   bn_momentum: float = 0.9
+  dtype: jnp.dtype = jnp.float32  # activations; parameters stay float32
 
   @nn.compact
   def __call__(self, x, train=False):
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=self.bn_momentum,
-                             epsilon=self.bn_epsilon)
+                             epsilon=self.bn_epsilon, dtype=self.dtype)
     x = layers.Conv(64, (7, 7), (2, 2), layers.pytorch_pads((7, 7)),
                     use_bias=False, kernel_init=efficientnet.he_fan_out,
-                    name='conv1')(x)
+                    dtype=self.dtype, name='conv1')(x.astype(self.dtype))
     x = nn.relu(norm(name='bn1')(x))
     x = pooling.max_pool(x, 3, 2, padding=1)
     for stage, (width, blocks) in enumerate(STAGES):
       for i in range(blocks):
-        x = Bottleneck(width, 2 if stage and not i else 1, norm,
+        x = Bottleneck(width, 2 if stage and not i else 1, norm, self.dtype,
                        name=f'layer{stage + 1}_{i}')(x)
     x = x.mean(axis=(1, 2))
-    return nn.Dense(self.num_classes, name='fc')(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(x)

@@ -58,31 +58,35 @@ class VGG(nn.Module):
   use_skips: bool = False
   head: str = 'dense'  # dense | gap_conv
   dropout: float = 0.5
+  dtype: jnp.dtype = jnp.float32  # activations; parameters stay float32
 
   def channels(self, c):
     return max(1, round(c * self.width))
 
   def conv_block(self, x, features, train):
-    x = layers.Conv(features)(x)
+    x = layers.Conv(features, dtype=self.dtype)(x)
     if self.use_bn:
       # PyTorch's BatchNorm2d defaults: momentum 0.1 (0.9 here), eps 1e-5.
       x = layers.BatchNorm(use_running_average=not train, momentum=0.9,
-                           epsilon=1e-5, activation=self.activation)(x)
+                           epsilon=1e-5, activation=self.activation,
+                           dtype=self.dtype)(x)
     elif self.activation == 'prelu':
       x = layers.PReLU()(x)
     else:
       x = nn.relu(x)
     if self.use_se:
-      x = layers.SqueezeExcite(self.se_reduction, self.se_activation)(x)
+      x = layers.SqueezeExcite(self.se_reduction, self.se_activation,
+                               dtype=self.dtype)(x)
     return x
 
   def fuse(self, shallow, deep, features):
     shallow = layers.centre_crop(shallow, deep.shape[1], deep.shape[2])
-    return layers.Conv(features, (1, 1))(
+    return layers.Conv(features, (1, 1), dtype=self.dtype)(
         jnp.concatenate([shallow, deep], axis=-1))
 
   @nn.compact
   def __call__(self, x, train=False):
+    x = x.astype(self.dtype)
     outputs = []
     for i, (convs, c) in enumerate(STAGES):
       if self.use_skips and i in (3, 4):
@@ -97,11 +101,12 @@ class VGG(nn.Module):
     if self.head == 'dense':
       x = x.reshape(x.shape[0], -1)
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
-      return layers.torch_dense(self.num_classes, x.shape[-1])(x)
+      return layers.torch_dense(self.num_classes, x.shape[-1], self.dtype)(x)
     x = jnp.mean(x, axis=(1, 2), keepdims=True)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    x = layers.Conv(self.num_classes, (1, 1))(x).reshape(x.shape[0], -1)
-    return layers.torch_dense(self.num_classes, x.shape[-1])(x)
+    x = layers.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x).reshape(
+        x.shape[0], -1)
+    return layers.torch_dense(self.num_classes, x.shape[-1], self.dtype)(x)
 
   def __post_init__(self):
     for field, value, allowed in (

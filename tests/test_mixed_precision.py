@@ -1,0 +1,123 @@
+"""config.dtype='bfloat16': the demo model trains as in float32, and the
+bounds are tight enough that a bfloat16 BatchNorm statistic or a bfloat16
+loss breaks them."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import demo
+from fer_jax import models
+from fer_jax import train
+from fer_jax.data import fer_synth
+from fer_jax.models import batch_norm
+from fer_jax.models import cpu_conv
+
+STEPS = 6
+BATCH = 128
+# Between what bfloat16 activations cost (the rounding of the weights and
+# images is systematic, so a larger batch does not remove it) and what a
+# bfloat16 loss or BatchNorm statistic adds: the geometric means of the
+# two, measured with `pytest -s` (it prints them): loss 1.6e-3 against
+# 4.5e-3, statistics 9.2e-3 against 6.4e-2.
+LOSS_BOUND = 2.7e-3
+STATS_BOUND = 2.4e-2
+
+
+@pytest.fixture(scope='module')
+def setup():
+  """(step(dtype) -> jitted train step, batches, initial state, the float32
+  losses of its trajectory, the float32 first steps from the initial state
+  on each batch)."""
+  config = demo.get_config()
+  rng = np.random.default_rng(0)
+  faces = np.stack([fer_synth.render_face(i % 7, rng)
+                    for i in range(STEPS * BATCH)])
+  batches = [{'image': faces[i:i + BATCH, 2:46, 2:46, None] / 255.,
+              'label': np.arange(i, i + BATCH) % 7}
+             for i in range(0, len(faces), BATCH)]
+  lr_fn = train.learning_rate_fn(config, steps_per_epoch=100)
+  tx = train.create_optimizer(config, lr_fn)
+  sharding = jax.sharding.NamedSharding(
+      jax.sharding.Mesh(jax.devices(), ('data',)),
+      jax.sharding.PartitionSpec())
+  initial = train.create_train_state(models.create(config.model, 7), tx,
+                                     (44, 44, 1), jax.random.key(0), sharding)
+
+  def step(dtype):
+    return jax.jit(functools.partial(
+        train.train_step, model=models.create(config.model, 7, dtype), tx=tx,
+        lr_fn=lr_fn), compiler_options=cpu_conv.compiler_options())
+
+  f32 = step('float32')
+  first_steps = [f32(initial, batch, jax.random.key(1)) for batch in batches]
+  state, losses = initial, []
+  for batch in batches:
+    state, metrics = f32(state, batch, jax.random.key(1))
+    losses.append(float(metrics['loss']))
+  return step, batches, initial, losses, first_steps
+
+
+def _first_batch_statistics(state):
+  """The first BatchNorm's batch mean and variance in a state one step from
+  the initial one (running mean 0, variance 1, momentum 0.9)."""
+  stats = state.batch_stats['BatchNorm_0']
+  return stats['mean'] / 0.1, (stats['var'] - 0.9) / 0.1
+
+
+def _deviations(setup, bf16):
+  """A first step of `bf16` on each batch against float32's: (max |loss
+  difference|, max difference of the first BatchNorm's batch statistics,
+  in standard deviations for the mean and relative for the variance)."""
+  _, batches, initial, _, first_steps = setup
+  loss_diff, stats_diff = 0., 0.
+  for batch, (want_state, want) in zip(batches, first_steps):
+    state, metrics = bf16(initial, batch, jax.random.key(1))
+    loss_diff = max(loss_diff, abs(float(metrics['loss'])
+                                   - float(want['loss'])))
+    (mean, var), (want_mean, want_var) = map(
+        _first_batch_statistics, (state, want_state))
+    stats_diff = max(stats_diff, float(np.max(np.abs(mean - want_mean)
+                                              / np.sqrt(want_var))),
+                     float(np.max(np.abs(var - want_var) / want_var)))
+  return loss_diff, stats_diff
+
+
+def test_bfloat16_trains_as_float32(setup):
+  step, batches, initial, losses, _ = setup
+  bf16 = step('bfloat16')
+  loss_diff, stats_diff = _deviations(setup, bf16)
+  print(f'bfloat16 against float32: loss {loss_diff:.2e}, first BatchNorm '
+        f'statistics {stats_diff:.2e}')
+  assert loss_diff < LOSS_BOUND and stats_diff < STATS_BOUND
+  # Trained on its own: the same run, in float32 parameters, statistics,
+  # optimiser state and loss.
+  state, bf16_losses = initial, []
+  for batch in batches:
+    state, metrics = bf16(state, batch, jax.random.key(1))
+    bf16_losses.append(metrics['loss'])
+  print('losses float32', np.round(losses, 4), 'bfloat16',
+        np.round(bf16_losses, 4))
+  np.testing.assert_allclose(bf16_losses, losses, atol=2e-2)
+  assert {x.dtype for x in jax.tree.leaves(
+      (state.params, state.batch_stats, state.opt_state, bf16_losses))} == {
+          jnp.dtype('float32')}
+
+
+def test_bounds_break_with_bfloat16_statistics(setup, monkeypatch):
+  stats = batch_norm._batch_stats  # pylint: disable=protected-access
+  monkeypatch.setattr(batch_norm, '_batch_stats',
+                      lambda x: stats(x.astype(jnp.bfloat16)))
+  stats_diff = _deviations(setup, setup[0]('bfloat16'))[1]
+  print(f'bfloat16 statistics: {stats_diff:.2e}')
+  assert stats_diff > STATS_BOUND
+
+
+def test_bounds_break_with_a_bfloat16_loss(setup, monkeypatch):
+  monkeypatch.setattr(train, 'loss_precision',
+                      lambda logits: logits.astype(jnp.bfloat16))
+  loss_diff = _deviations(setup, setup[0]('bfloat16'))[0]
+  print(f'bfloat16 loss: {loss_diff:.2e}')
+  assert loss_diff > LOSS_BOUND
