@@ -80,17 +80,23 @@ def create_optimizer(config, lr_fn):
   return optax.chain(*chain)
 
 
-def create_train_state(model, tx, input_shape, rng, sharding):
-  """Initialises directly into `sharding` (no host copy of the parameters)."""
+def create_train_state(model, tx, input_shape, rng, sharding,
+                       abstract=False):
+  """Initialises directly into `sharding` (no host copy of the parameters);
+  `abstract`: only the shapes, dtypes and shardings, nothing computed."""
   def init(rng):
     variables = model.init(rng, jnp.zeros((1, *input_shape)), train=False)
     return TrainState(step=jnp.zeros((), jnp.int32),
                       params=variables['params'],
                       batch_stats=variables.get('batch_stats', {}),
                       opt_state=tx.init(variables['params']))
-  abstract = jax.eval_shape(init, rng)
+  shapes = jax.eval_shape(init, rng)
+  if abstract:
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+        x.shape, x.dtype, sharding=sharding), shapes)
   return jax.jit(init, out_shardings=jax.tree.map(lambda _: sharding,
-                                                  abstract))(rng)
+                                                  shapes),
+                 compiler_options=cpu_conv.init_compiler_options())(rng)
 
 
 def train_step(state, batch, rng, teacher_variables=None, *, model, tx, lr_fn,
@@ -340,10 +346,10 @@ class Experiment:
                           temperature=config.ldl.temperature),
         compiler_options=cpu_conv.compiler_options())
 
-  def initial_state(self):
+  def initial_state(self, abstract=False):
     return create_train_state(self.model, self.tx, self.data.input_shape,
                               jax.random.key(self.config.seed),
-                              self.replicated)
+                              self.replicated, abstract)
 
   def global_batch(self, local_batch):
     return jax.tree.map(
@@ -683,7 +689,7 @@ def evaluate(config, workdir, checkpoint_step='selected'):
   step, run = find_checkpoint(mngr, workdir, checkpoint_step)
   workdir_lib.check_same_run(run['config'], config.to_dict(), workdir, 'eval')
   teacher_lib.check_same(run.get('teacher'), ex.teacher, workdir)
-  abstract = jax.eval_shape(ex.initial_state)  # shapes and shardings only
+  abstract = ex.initial_state(abstract=True)
   variables = restore_variables(
       mngr, step, {'params': abstract.params,
                    'batch_stats': abstract.batch_stats})
