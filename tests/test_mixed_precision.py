@@ -15,15 +15,15 @@ from fer_jax.data import fer_synth
 from fer_jax.models import batch_norm
 from fer_jax.models import cpu_conv
 
-STEPS = 6
-BATCH = 128
+STEPS = 4
+BATCH = 64
 # Between what bfloat16 activations cost (the rounding of the weights and
 # images is systematic, so a larger batch does not remove it) and what a
 # bfloat16 loss or BatchNorm statistic adds: the geometric means of the
-# two, measured with `pytest -s` (it prints them): loss 1.6e-3 against
-# 4.5e-3, statistics 9.2e-3 against 6.4e-2.
-LOSS_BOUND = 2.7e-3
-STATS_BOUND = 2.4e-2
+# two, measured with `pytest -s` (it prints them): loss 3.1e-3 against
+# 9.1e-3, statistics 9.4e-3 against 4.0e-2.
+LOSS_BOUND = 5.3e-3
+STATS_BOUND = 1.9e-2
 
 
 @pytest.fixture(scope='module')
