@@ -294,7 +294,7 @@ def torch_step(name, mode, batch, width=1.0):
 def _ratio(records, width, a, b):
   """images/s of record a over record b at `width` ((model, mode) pairs)."""
   rate = lambda model, mode: next(
-      (r['img_per_s'] for r in records if r['width'] == width
+      (r['img_per_s'] for r in records if r.get('width') == width
        and r['model'] == model and r['mode'] == mode
        and r.get('dtype', 'float32') == 'float32'), None)
   ra, rb = rate(*a), rate(*b)
