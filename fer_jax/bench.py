@@ -27,9 +27,9 @@ unless --batch is given, its own batch (128 at 44x44x1, 32 at 224x224x3).
 Everything timed is compiled first, then timed in `--rounds` interleaved
 rounds of `--steps` steps each, and each figure is the median over the
 rounds: on 2 noisy cores a 1.0x threshold needs that, not one sample
-(`--rounds=1` is the old single sample). Several widths in one run print
-the table of issue 16: VGG19 against PyTorch and U-VGG19 against VGG19 at
-each width,
+(`--rounds=1` is one sample). Several widths in one run (or one with
+`--reference`) end with a table of VGG19 against PyTorch and U-VGG19
+against VGG19 at each width,
 
   python -m fer_jax.bench --models=vgg19,uvgg19 --modes=train,infer \
       --batch=128 --width=1,0.25,0.125 --reference --rounds=5

@@ -53,8 +53,9 @@ def setup():
 
   f32 = step('float32')
   first_steps = [f32(initial, batch, jax.random.key(1)) for batch in batches]
-  state, losses = initial, []
-  for batch in batches:
+  state, metrics = first_steps[0]
+  losses = [float(metrics['loss'])]
+  for batch in batches[1:]:
     state, metrics = f32(state, batch, jax.random.key(1))
     losses.append(float(metrics['loss']))
   return step, batches, initial, losses, first_steps
