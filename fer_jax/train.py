@@ -99,6 +99,26 @@ def create_train_state(model, tx, input_shape, rng, sharding,
                  compiler_options=cpu_conv.init_compiler_options())(rng)
 
 
+def training_loss(params, batch_stats, batch, rng, target=None, *, model,
+                  class_weights=None, reduction=None):
+  """What `train_step` differentiates: the batch's mean loss in training mode
+  (dropout from `rng`, batch statistics), with (float32 logits, the updated
+  running statistics). `target`: distributions to learn (fer_jax.ldl, with
+  its `reduction`) instead of the labels."""
+  logits, updates = model.apply(
+      {'params': params, 'batch_stats': batch_stats}, batch['image'],
+      train=True, rngs={'dropout': rng}, mutable=['batch_stats'])
+  logits = loss_precision(logits)
+  if target is None:
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits,
+                                                           batch['label'])
+  else:
+    loss = ldl.per_image_loss(logits, target, reduction)
+  if class_weights is not None:
+    loss = loss * jnp.asarray(class_weights)[batch['label']]
+  return loss.mean(), (logits, updates.get('batch_stats', {}))
+
+
 def train_step(state, batch, rng, teacher_variables=None, *, model, tx, lr_fn,
                class_weights=None, teacher=None, ldl_config=None):
   """One SGD step on a global batch; returns the new state and scalars.
@@ -109,27 +129,16 @@ def train_step(state, batch, rng, teacher_variables=None, *, model, tx, lr_fn,
   (fer_jax.ldl, `ldl_config` = config.ldl) instead of the labels.
   """
   rng = jax.random.fold_in(rng, state.step)
+  target, reduction = None, None
   if teacher is not None:
     teacher_logits = teacher.apply(teacher_variables, batch['image'])
     target = ldl.targets(teacher_logits, batch['label'],
                          ldl_config.temperature, ldl_config.onehot_weight)
-
-  def loss_fn(params):
-    logits, updates = model.apply(
-        {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
-        train=True, rngs={'dropout': rng}, mutable=['batch_stats'])
-    logits = loss_precision(logits)
-    if teacher is None:
-      loss = optax.softmax_cross_entropy_with_integer_labels(
-          logits, batch['label'])
-    else:
-      loss = ldl.per_image_loss(logits, target, ldl_config.reduction)
-    if class_weights is not None:
-      loss = loss * jnp.asarray(class_weights)[batch['label']]
-    return loss.mean(), (logits, updates.get('batch_stats', {}))
-
+    reduction = ldl_config.reduction
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(state.params)
+      training_loss, has_aux=True)(
+          state.params, state.batch_stats, batch, rng, target, model=model,
+          class_weights=class_weights, reduction=reduction)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(
       step=state.step + 1, params=optax.apply_updates(state.params, updates),
