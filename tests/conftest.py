@@ -30,9 +30,11 @@ def _pin_worker():
 _pin_worker()  # before jax starts its thread pools
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from configs import demo  # pylint: disable=wrong-import-position
+from fer_jax.models import cpu_conv  # pylint: disable=wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Compiled programs are reused across tests and the subprocesses they start.
@@ -64,6 +66,16 @@ def stylized_synth(data_dir):
   stylize.create('fer_synth/small', 'synth_minority', add='disgust:6,fear:10',
                  styles='2', data_dir=data_dir)
   return 'synth_minority'
+
+
+def init_variables(model, shape, seed=0):
+  """`model`'s variables for images of `shape`, compiled as training
+  compiles its initialisation: run eagerly, the initialisers compile op by
+  op (VGG19 at 1/16 width: 32 s against 3 s)."""
+  return jax.jit(model.init, static_argnames='train',
+                 compiler_options=cpu_conv.init_compiler_options())(
+                     jax.random.key(seed), jnp.zeros((1, *shape)),
+                     train=False)
 
 
 def tiny_config(data_dir, **overrides):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from conftest import init_variables
 from fer_jax import convert
 
 torch = pytest.importorskip('torch', reason='parity needs torch (test-only)')
@@ -148,13 +149,11 @@ def _efficientface_ldg_file(path, variables):
 
 def test_efficientface_ldg_converts_and_teaches_in_the_datasets_order(
     tmp_path):
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from fer_jax import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
   from fer_jax.data import rafdb  # pylint: disable=g-import-not-at-top
   _, model = convert.model_for('efficientface-ldg', 'resnet50', 7)
-  variables = model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)),
-                         train=False)
+  variables = init_variables(model, (224, 224, 3))
   weights = str(tmp_path / 'Pretrained_LDG.tar')
   _efficientface_ldg_file(weights, variables)
   converted, config = convert.convert(convert.read_state_dict(weights),

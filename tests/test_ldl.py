@@ -12,6 +12,7 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import init_variables
 from conftest import tiny_config
 from fer_jax import errors
 from fer_jax import ldl
@@ -101,8 +102,7 @@ def _teacher_variables(seed):
   from a batch's own, so that train-mode BatchNorm would show."""
   model = models.create(
       ml_collections.ConfigDict({'name': 'vgg19', 'width': 1 / 16}), 7)
-  variables = model.init(jax.random.key(seed), jnp.zeros((1, *SHAPE)),
-                         train=False)
+  variables = init_variables(model, SHAPE, seed)
   rng = np.random.default_rng(seed)
   stats = jax.tree.map(
       lambda x: jnp.asarray(rng.uniform(0.5, 2.0, x.shape), x.dtype),

@@ -4,6 +4,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from conftest import init_variables
 from fer_jax import models
 from fer_jax.models import cpu_conv
 
@@ -41,7 +42,7 @@ def test_uvgg19_logits_and_batch_stats_at_small_width():
   model = models.create(ml_collections.ConfigDict(
       dict(name='uvgg19', width=1 / 16)), num_classes=7)
   x = jax.random.normal(jax.random.key(0), (3, 44, 44, 1))
-  variables = jax.jit(model.init)(jax.random.key(1), x)
+  variables = init_variables(model, x.shape[1:], seed=1)
   logits, updates = jax.jit(lambda v: model.apply(
       v, x, train=True, mutable=['batch_stats'],
       rngs={'dropout': jax.random.key(2)}))(variables)
