@@ -30,7 +30,7 @@ def _pin_worker():
 _pin_worker()  # before jax starts its thread pools
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from configs import demo  # pylint: disable=wrong-import-position

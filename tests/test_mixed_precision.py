@@ -53,19 +53,18 @@ def setup():
         lr_fn=lr_fn), compiler_options=cpu_conv.compiler_options())
 
   def forward(dtype):
-    # The first step's loss and batch statistics, without its gradient:
-    # a third of the compilation.
+    # The first step's loss and batch statistics need no gradient: each
+    # measurement compiles a forward pass, not a whole train step.
     return jax.jit(functools.partial(
         train.training_loss, model=models.create(config.model, 7, dtype)),
                    compiler_options=cpu_conv.compiler_options())
 
-  f32 = forward('float32')
-  first = [f32(initial.params, initial.batch_stats, batch, _first_key())
+  forward32 = forward('float32')
+  first = [forward32(initial.params, initial.batch_stats, batch, _first_key())
            for batch in batches]
-  state, losses = initial, []
-  f32 = step('float32')
+  state, losses, step32 = initial, [], step('float32')
   for batch in batches:
-    state, metrics = f32(state, batch, jax.random.key(1))
+    state, metrics = step32(state, batch, jax.random.key(1))
     losses.append(float(metrics['loss']))
   return step, forward, batches, initial, losses, first
 
