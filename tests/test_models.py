@@ -6,7 +6,6 @@ import pytest
 
 from conftest import init_variables
 from fer_jax import models
-from fer_jax.models import cpu_conv
 
 
 def _count(name, shape=(1, 44, 44, 1), num_classes=7, **fields):
@@ -121,8 +120,7 @@ def test_bfloat16_activations_with_float32_parameters_and_statistics(
     return  # compiling the 224-pixel models in bfloat16 takes a minute
   # The project's own convolutions, BatchNorm and pooling in bfloat16: a
   # fresh model's logits agree to bfloat16's precision over its depth.
-  variables = jax.jit(f32.init, compiler_options=(
-      cpu_conv.init_compiler_options()))(jax.random.key(1), x)
+  variables = init_variables(f32, shape[1:], seed=1)
   want, got = (jax.jit(model.apply)(variables, x) for model in (f32, bf16))
   assert got.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(got, np.float32), want,
