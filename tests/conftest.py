@@ -29,6 +29,21 @@ def _pin_worker():
 
 _pin_worker()  # before jax starts its thread pools
 
+
+def _compile_for_speed_of_compiling():
+  """Tests run a few steps of each program: LLVM's optimisations cost them
+  more than they win (test_train.py and test_ldl.py on one core: 266 ->
+  231 s). XLA's HLO passes, and so the computation, are the same at level 0;
+  only the machine code is less optimised. Launched processes inherit it
+  (`run_env`)."""
+  flags = os.environ.get('XLA_FLAGS', '')
+  if '--xla_backend_optimization_level' not in flags:
+    os.environ['XLA_FLAGS'] = (
+        flags + ' --xla_backend_optimization_level=0').strip()
+
+
+_compile_for_speed_of_compiling()  # before jax reads XLA_FLAGS
+
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -117,17 +132,20 @@ def launch_args(config, workdir):
   return args
 
 
-def run_env(**extra):
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=CACHE_DIR,
-             PYTHONPATH=REPO, **extra)
-  return env
+def run_env(xla_flags='', **extra):
+  """This process's environment for a launched one: the same compilation
+  cache and XLA_FLAGS, `xla_flags` added to them, and `extra`."""
+  return dict(os.environ, JAX_COMPILATION_CACHE_DIR=CACHE_DIR,
+              PYTHONPATH=REPO,
+              XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}",
+              **extra)
 
 
-def launch(config, workdir, mode='train', **env):
-  """Runs launch.py (--mode) to completion in a new process, `env` added to
-  its environment; returns its stdout."""
+def launch(config, workdir, mode='train', xla_flags=''):
+  """Runs launch.py (--mode) to completion in a new process, `xla_flags`
+  added to its XLA_FLAGS; returns its stdout."""
   result = subprocess.run(launch_args(config, workdir) + [f'--mode={mode}'],
-                          env=run_env(**env),
+                          env=run_env(xla_flags),
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout

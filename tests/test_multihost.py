@@ -48,7 +48,7 @@ def _start_two(config, workdir, slurm=False):
   processes = []
   for i in range(2):
     args = launch_args(config, workdir) + [f'--heartbeat_timeout={HEARTBEAT}']
-    env = {'XLA_FLAGS': TWO_DEVICES}
+    env = {}
     if slurm:
       env.update(SLURM_JOB_ID='4242', SLURM_STEP_NODELIST='localhost',
                  SLURM_NTASKS='2', SLURM_PROCID=str(i), SLURM_LOCALID=str(i),
@@ -57,7 +57,7 @@ def _start_two(config, workdir, slurm=False):
       args += [f'--coordinator_address=127.0.0.1:{port}',
                '--num_processes=2', f'--process_id={i}']
     processes.append(subprocess.Popen(
-        args, env=run_env(**env), stdout=subprocess.PIPE,
+        args, env=run_env(TWO_DEVICES, **env), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True))
   return processes
 
@@ -89,7 +89,7 @@ def runs(data_dir, tmp_path_factory):
   dirs = {name: str(root / name)
           for name in ('one', 'four', 'two_by_two', 'killed')}
   train.train_and_evaluate(config, dirs['one'])
-  launch(config, dirs['four'], XLA_FLAGS=FOUR_DEVICES)
+  launch(config, dirs['four'], xla_flags=FOUR_DEVICES)
   _finish(_start_two(config, dirs['two_by_two']))
 
   processes = _start_two(config, dirs['killed'])
@@ -189,7 +189,7 @@ def test_checkpoints_move_between_device_and_process_counts(runs, tmp_path):
       predictor.variables['params']['Conv_0']['kernel'])
   # One device -> 1 process x 4 devices: the same confusion matrices.
   mine = train.evaluate(config, dirs['one'])
-  launch(config, dirs['one'], XLA_FLAGS=FOUR_DEVICES, mode='eval')
+  launch(config, dirs['one'], xla_flags=FOUR_DEVICES, mode='eval')
   for split in ('validation', 'test'):
     with open(os.path.join(dirs['one'], 'eval', f'{split}.json')) as f:
       assert json.load(f)['confusion'] == mine[split]['confusion']
