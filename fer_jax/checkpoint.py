@@ -8,8 +8,8 @@ and the fingerprints of `model` and `opt`, as JSON). Orbax writes each step
 to a temporary folder and renames it when complete, so a run killed mid-save
 leaves the previous checkpoints intact.
 
-Integrity: every array's fingerprint (a position-weighted sum of its bits)
-is saved in `run` and compared after restoring, so a
+Integrity: every array's fingerprint (a position-weighted sum of its bits,
+computed on device) is saved in `run` and compared after restoring, so a
 changed byte is caught instead of evaluated; a file orbax cannot read is
 reported the same way (`DamagedError`, naming the step). Saves are
 synchronous: a failed write (a full disk, say) stops the run at that save
@@ -28,7 +28,7 @@ from absl import logging
 import grain
 import jax
 import jax.numpy as jnp
-import numpy as np
+from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import orbax.checkpoint as ocp
 
@@ -67,29 +67,30 @@ def manager(workdir, keep, track_best):
       item_names=('model', 'opt', 'data', 'run'))
 
 
-def _fingerprint(x):
-  """sum_i bits_i * (2 i + 1) mod 2^32 over the elements' bits (any dtype
-  of at most 4 bytes): the odd weights make any change of a single element
-  change the sum, and a swap of two elements too."""
-  x = np.ascontiguousarray(x)
-  if x.dtype == np.bool_:
-    x = x.astype(np.uint8)
-  bits = x.view(f'uint{8 * x.dtype.itemsize}').ravel().astype(np.uint32)
-  weights = np.arange(bits.size, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
-  return int(np.sum(bits * weights, dtype=np.uint32))
+def _bits(x):
+  """The bits of each element as uint32 (any dtype of at most 4 bytes)."""
+  if x.dtype == jnp.bool_:
+    return x.astype(jnp.uint32)
+  unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
+  return lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+
+
+@jax.jit
+def _fingerprints(tree):
+  # sum_i bits_i * (2 i + 1) mod 2^32: the odd weights make any change of a
+  # single element change the sum, and a swap of two elements too.
+  def one(x):
+    bits = _bits(x).ravel()
+    weights = jnp.arange(bits.size, dtype=jnp.uint32) * 2 + 1
+    return jnp.sum(bits * weights, dtype=jnp.uint32)
+  return jax.tree.map(one, tree)
 
 
 def fingerprints(tree):
-  """{'/'-joined path: fingerprint as 8 hex digits} of every array.
-
-  On the host, from the values a save writes or a restore read: as one jitted
-  function over the tree it compiled a reduction per array, 2-8 s for each
-  tree (checkpoints of every run and process), where numpy takes
-  milliseconds for the small models and a fraction of a second for ResNet-50.
-  """
-  values = jax.device_get(tree)
+  """{'/'-joined path: fingerprint as 8 hex digits} of every array."""
+  values = jax.device_get(_fingerprints(tree))
   return {'/'.join(str(getattr(k, 'key', getattr(k, 'idx', k)))
-                   for k in path): f'{_fingerprint(v):08x}'
+                   for k in path): f'{int(v):08x}'
           for path, v in jax.tree_util.tree_flatten_with_path(values)[0]}
 
 
@@ -236,7 +237,10 @@ def set_aside(mngr, step):
 
 @jax.jit
 def _all_finite(tree):
-  # One reduction over all values: a reduction per array compiled in 4-7 s.
+  # One reduction over one concatenation. On one core, XLA's defaults:
+  # compiles in 1.0 s for ResNet-50 where a reduction per array took 3.5 s
+  # (the demo model: 0.3 s against 1.1 s), and runs 60 ms longer on CPU,
+  # once an epoch.
   return jnp.all(jnp.isfinite(jnp.concatenate([
       x.ravel().astype(jnp.float32) for x in jax.tree.leaves(tree)
       if jnp.issubdtype(x.dtype, jnp.inexact)])))

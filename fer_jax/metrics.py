@@ -78,7 +78,6 @@ def complete_lines(path, lines):
   return lines
 
 
-
 def _summary_writer(logdir):
   """tensorboardX's writer (flax.metrics.tensorboard imports TensorFlow),
   imported without torch: tensorboardX imports torch where it is installed,
