@@ -37,8 +37,8 @@ def _compile_for_speed_of_compiling():
   width, batch 32, on one core: compiled in 17.8 s, 32 ms a step (XLA's
   defaults); 9.7 s, 105 ms (backend optimisation level 0); 5.3 s, 98 ms
   (level 0, fusions through the older elemental emitters rather than the
-  fusion emitters, which at level 2 save nothing). Launched processes
-  inherit it (`run_env`)."""
+  fusion emitters; at level 2 that choice saves nothing). Launched
+  processes inherit it (`run_env`)."""
   flags = os.environ.get('XLA_FLAGS', '')
   for flag, value in (('--xla_backend_optimization_level', '0'),
                       ('--xla_cpu_use_fusion_emitters', 'false')):
