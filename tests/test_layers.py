@@ -241,3 +241,26 @@ def test_torch_dense_is_initialised_as_pytorch_linear():
     assert np.abs(values).max() <= 1 / 16, name
     np.testing.assert_allclose(values.std(), 1 / (16 * np.sqrt(3)),
                                rtol=0.1, err_msg=name)
+
+
+def test_squeeze_excite_with_the_pool_before_its_scale_equals_pool_after():
+  # VGG's stage ends pool before SE's scale (`before_scale`); values and
+  # gradients must be those of SE then the pool. Half the map is zero, as
+  # after a ReLU: exact ties, whose gradient goes to the first of them.
+  rng = np.random.default_rng(8)
+  x = jnp.asarray(np.maximum(rng.normal(size=(3, 7, 6, 32)), 0), jnp.float32)
+  cotangent = jnp.asarray(rng.normal(size=(3, 3, 3, 32)), jnp.float32)
+  se = layers.SqueezeExcite(reduction=8, activation='mish')
+  variables = se.init(jax.random.key(0), x)
+  pool = lambda x: pooling.max_pool(x, 2)
+  paths = {
+      'pool after the scale': lambda v, x: pool(se.apply(v, x)),
+      'pool before the scale': lambda v, x: se.apply(v, x, before_scale=pool),
+  }
+  outs, grads = {}, {}
+  for name, f in paths.items():
+    outs[name], vjp = jax.vjp(f, variables, x)
+    grads[name] = vjp(cotangent)
+  np.testing.assert_array_equal(*outs.values())
+  for a, b in zip(*map(jax.tree.leaves, grads.values())):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

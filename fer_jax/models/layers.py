@@ -147,7 +147,10 @@ class SqueezeExcite(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, before_scale=None):
+    """`before_scale`: a map that commutes with a positive scale per channel
+    (max pooling), applied to x before the channel weights (a sigmoid's,
+    positive) scale it, so that the scale runs on its output, not on x."""
     x = x.astype(self.dtype)
     channels = x.shape[-1]
     s = jnp.mean(x, axis=(1, 2))  # accumulated in float32 for bfloat16 x
@@ -156,6 +159,8 @@ class SqueezeExcite(nn.Module):
         torch_dense(hidden, channels, self.dtype)(s))
     s = nn.sigmoid(torch_dense(channels, hidden, self.dtype)(s))
     self.sow('intermediates', 'weights', s)  # for fer_jax.figures
+    if before_scale is not None:
+      x = before_scale(x)
     return x * s[:, None, None, :]
 
 

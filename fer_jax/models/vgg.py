@@ -63,7 +63,7 @@ class VGG(nn.Module):
   def channels(self, c):
     return max(1, round(c * self.width))
 
-  def conv_block(self, x, features, train):
+  def conv_block(self, x, features, train, pool=False):
     x = layers.Conv(features, dtype=self.dtype)(x)
     if self.use_bn:
       # PyTorch's BatchNorm2d defaults: momentum 0.1 (0.9 here), eps 1e-5.
@@ -74,10 +74,13 @@ class VGG(nn.Module):
       x = layers.PReLU()(x)
     else:
       x = nn.relu(x)
+    pool_fn = (lambda x: pooling.max_pool(x, 2)) if pool else None
     if self.use_se:
-      x = layers.SqueezeExcite(self.se_reduction, self.se_activation,
-                               dtype=self.dtype)(x)
-    return x
+      # The stage's pool goes before SE's scale: the same values, and the
+      # scale and its gradient run on a quarter of the pixels.
+      return layers.SqueezeExcite(self.se_reduction, self.se_activation,
+                                  dtype=self.dtype)(x, before_scale=pool_fn)
+    return pool_fn(x) if pool else x
 
   def fuse(self, shallow, deep, features):
     shallow = layers.centre_crop(shallow, deep.shape[1], deep.shape[2])
@@ -92,9 +95,8 @@ class VGG(nn.Module):
       if self.use_skips and i in (3, 4):
         x = self.fuse(outputs[4 - i], x, x.shape[-1])
         self.sow('intermediates', f'fused_skip{i + 1}', x)
-      for _ in range(convs):
-        x = self.conv_block(x, self.channels(c), train)
-      x = pooling.max_pool(x, 2)
+      for k in range(convs):
+        x = self.conv_block(x, self.channels(c), train, pool=k == convs - 1)
       self.sow('intermediates', f'stage{i + 1}', x)
       outputs.append(x)
 
