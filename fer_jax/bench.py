@@ -29,7 +29,10 @@ rounds of `--steps` steps each, and each figure is the median over the
 rounds: on 2 noisy cores a 1.0x threshold needs that, not one sample
 (`--rounds=1` is one sample). Several widths in one run (or one with
 `--reference`) end with a table of VGG19 against PyTorch and U-VGG19
-against VGG19 at each width,
+against VGG19 at each width; each ratio there is the median over the rounds
+of the two steps' ratio within a round, where they run next to each other
+(each model, then PyTorch's version, for each width and mode), so that the
+machine's slow spells, which last from seconds to minutes here, move it less,
 
   python -m fer_jax.bench --models=vgg19,uvgg19 --modes=train,infer \
       --batch=128 --width=1,0.25,0.125 --reference --rounds=5
@@ -119,17 +122,23 @@ def _seconds(fn, steps):
   return statistics.median(times)
 
 
-def interleaved_seconds(fns, steps, rounds):
-  """Median over `rounds` of each warmed-up fn's seconds a call, all fns
-  timed in turn within each round, so that a slow spell of the machine hits
-  them alike."""
+def interleaved_rounds(fns, steps, rounds):
+  """Each warmed-up fn's seconds a call in each of `rounds` rounds (the
+  median of its `steps` calls there), all fns timed in turn within each
+  round, so that a slow spell of the machine hits neighbours alike."""
   for fn in fns:
     jax.block_until_ready(fn())  # warm-up, compilation included
   times = [[] for _ in fns]
   for _ in range(rounds):
     for fn, samples in zip(fns, times):
       samples.append(_seconds(fn, steps))
-  return [statistics.median(samples) for samples in times]
+  return times
+
+
+def interleaved_seconds(fns, steps, rounds):
+  """Median over the rounds of `interleaved_rounds`, for each fn."""
+  return [statistics.median(samples)
+          for samples in interleaved_rounds(fns, steps, rounds)]
 
 
 def matmul_gflops(n=2048, steps=5):
@@ -194,9 +203,12 @@ def model_step(name, mode, batch, width=1.0, dtype='float32'):
       'params': int(params), 'width': width, 'dtype': dtype, 'flops': flops}
 
 
-def _timed(record, seconds):
-  """The record with the images/s (and GFLOP/s) of `seconds` a batch."""
-  record = dict(record, img_per_s=record['batch'] / seconds)
+def _timed(record, round_seconds):
+  """The record with the images/s (and GFLOP/s) of the median of
+  `round_seconds` a batch, one figure a round."""
+  seconds = statistics.median(round_seconds)
+  record = dict(record, img_per_s=record['batch'] / seconds,
+                round_seconds=list(round_seconds))
   flops = record.pop('flops', None)
   record['gflops_per_img'] = flops and flops / record['batch'] / 1e9
   record['achieved_gflops'] = flops and flops / seconds / 1e9
@@ -292,13 +304,19 @@ def torch_step(name, mode, batch, width=1.0):
 
 
 def _ratio(records, width, a, b):
-  """images/s of record a over record b at `width` ((model, mode) pairs)."""
-  rate = lambda model, mode: next(
-      (r['img_per_s'] for r in records if r.get('width') == width
+  """images/s of record a over record b at `width` ((model, mode) pairs):
+  the median over the rounds of the two timed in the same round, which
+  a slow spell of the machine shifts less than a ratio of medians."""
+  find = lambda model, mode: next(
+      (r for r in records if r.get('width') == width
        and r['model'] == model and r['mode'] == mode
        and r.get('dtype', 'float32') == 'float32'), None)
-  ra, rb = rate(*a), rate(*b)
-  return None if ra is None or rb is None else ra / rb
+  ra, rb = find(*a), find(*b)
+  if ra is None or rb is None:
+    return None
+  return statistics.median(
+      (ra['batch'] / ta) / (rb['batch'] / tb)
+      for ta, tb in zip(ra['round_seconds'], rb['round_seconds']))
 
 
 def width_table(records, widths):
@@ -339,21 +357,26 @@ def main(argv):
   batch = lambda name: _BATCH.value or BATCHES[name]
   modes = [m for m in _MODES.value if m not in ('input', 'predict')]
   widths = [float(w) for w in _WIDTH.value]
-  steps = [model_step(name, mode, batch(name), width, dtype)
-           for width in widths for name in _MODELS.value for mode in modes
-           for dtype in _DTYPES.value]
-  if _REFERENCE.value:
-    for name in [n for n in _MODELS.value if n in TORCH_REFERENCES]:
-      try:
-        steps += [torch_step(name, mode, batch(name), width)
-                  for width in widths for mode in modes
-                  if mode in ('train', 'infer')]
-      except ImportError as e:
-        print(f'--reference for {name}: skipped ({e}; see '
-              'requirements-test.txt)')
-  seconds = interleaved_seconds([fn for fn, _ in steps], _STEPS.value,
-                                _ROUNDS.value)
-  records = [_timed(record, s) for (_, record), s in zip(steps, seconds)]
+  # What the table compares runs side by side in each round: for each width
+  # and mode, every model and then PyTorch's version of it.
+  steps, skipped = [], {}
+  for width in widths:
+    for mode in modes:
+      for name in _MODELS.value:
+        steps += [model_step(name, mode, batch(name), width, dtype)
+                  for dtype in _DTYPES.value]
+        if (_REFERENCE.value and name in TORCH_REFERENCES
+            and mode in ('train', 'infer')):
+          try:
+            steps.append(torch_step(name, mode, batch(name), width))
+          except ImportError as e:
+            skipped[name] = (f'--reference for {name}: skipped ({e}; see '
+                             'requirements-test.txt)')
+  for message in skipped.values():
+    print(message)
+  rounds = interleaved_rounds([fn for fn, _ in steps], _STEPS.value,
+                              _ROUNDS.value)
+  records = [_timed(record, r) for (_, record), r in zip(steps, rounds)]
   for ref in [r for r in records if 'reference_of' in r]:
     ref['ours_vs_torch'] = _ratio(records, ref['width'],
                                   (ref['reference_of'], ref['mode']),
