@@ -3,12 +3,12 @@
 XLA:CPU mallocs each step's temporaries afresh: 95 MB at the demo config,
 about 1 GB for VGG19 at batch 128. glibc serves allocations above 32 MB with
 mmap and gives them back with munmap, so every step faults in fresh 4 KiB
-pages: 23,000 faults and 55 ms of kernel time per demo step on a 2-core CPU.
-With the glibc tunable `glibc.malloc.hugetlb=1` (glibc >= 2.35) malloc
-advises the kernel to back these maps with 2 MiB pages (MADV_HUGEPAGE, which
-the kernel's THP settings `madvise` and `always` honour): 450 faults a step.
-Measured here, in images/s: the demo's train step 1.35x, EfficientNet-B0's
-1.33-1.39x, VGG19's 1.06-1.08x.
+pages, tens of thousands of page faults a step. With the glibc tunable
+`glibc.malloc.hugetlb=1` (glibc >= 2.35) malloc advises the kernel to back
+these maps with 2 MiB pages (MADV_HUGEPAGE, which the kernel's THP settings
+`madvise` and `always` honour): a few hundred faults a step. `python -m
+fer_jax.bench` with and without GLIBC_TUNABLES=glibc.malloc.hugetlb=0 shows
+the difference in images/s; the small models gain most.
 
 Tunables are read once, when the process starts, so the entry points
 (`launch.py`, `python -m fer_jax.bench`) re-execute themselves, as they start,

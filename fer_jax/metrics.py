@@ -81,8 +81,8 @@ def complete_lines(path, lines):
 def _summary_writer(logdir):
   """tensorboardX's writer (flax.metrics.tensorboard imports TensorFlow),
   imported without torch: tensorboardX imports torch where it is installed,
-  only to accept torch tensors, which adds 1.6 s to every run's start; the
-  values written here are Python numbers. A None entry in sys.modules makes
+  only to accept torch tensors, which adds seconds to every run's start;
+  the values written here are Python numbers. A None entry in sys.modules makes
   `import torch` fail for that moment only."""
   hide = 'torch' not in sys.modules
   if hide:

@@ -1,3 +1,5 @@
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -103,9 +105,13 @@ def test_depthwise_conv_equals_grouped_lax_conv_and_gradients(
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize('path', ['_cpu_max_pool', '_xla_max_pool'])
 @pytest.mark.parametrize('window, stride, padding', [(2, 2, 0), (3, 2, 1)])
 def test_max_pool_and_its_gradient_equal_flax_with_odd_sizes(
-    window, stride, padding):
+    window, stride, padding, path):
+  # Each platform's path, and max_pool itself (the CPU's here).
+  ours = functools.partial(getattr(pooling, path), window=window,
+                           stride=stride, padding=padding)
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 11, 9, 3)),
                   jnp.float32)
@@ -113,13 +119,15 @@ def test_max_pool_and_its_gradient_equal_flax_with_odd_sizes(
                          ((padding, padding), (padding, padding)))
   np.testing.assert_array_equal(pooling.max_pool(x, window, stride, padding),
                                 expected)
+  np.testing.assert_array_equal(ours(x), expected)
   cotangent = jnp.asarray(
       np.random.default_rng(5).normal(size=expected.shape), jnp.float32)
   grads = [jax.grad(lambda x: jnp.sum(pool(x) * cotangent))(x) for pool in (
-      lambda x: pooling.max_pool(x, window, stride, padding),
+      ours, lambda x: pooling.max_pool(x, window, stride, padding),
       lambda x: nn.max_pool(x, (window, window), (stride, stride),
                             ((padding, padding), (padding, padding))))]
-  np.testing.assert_array_equal(*grads)
+  np.testing.assert_array_equal(grads[0], grads[2])
+  np.testing.assert_array_equal(grads[1], grads[2])
 
 
 def test_max_pool_gradient_goes_to_the_first_of_tied_maxima():
@@ -157,14 +165,18 @@ def _autodiff_batch_norm_act(x, scale, bias, slope, epsilon):
   return jnp.where(z >= 0, z, slope * z), mean, var
 
 
-def test_batch_norm_act_gradient_equals_autodiff():
+@pytest.mark.parametrize('path', ['batch_norm_act', '_fused_batch_norm_act',
+                                  '_plain_batch_norm_act'])
+def test_batch_norm_act_gradient_equals_autodiff(path):
+  # batch_norm_act is the CPU's path here; each platform's path is tested.
   rng = np.random.default_rng(6)
   normal = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
   x = normal(3, 5, 7, 4) * 2 + 1
   params = (x, normal(4), normal(4), normal(4))
   cotangents = (normal(3, 5, 7, 4), normal(4), normal(4))
   ours, theirs = [jax.vjp(lambda *p: f(*p, 1e-3), *params)
-                  for f in (batch_norm.batch_norm_act, _autodiff_batch_norm_act)]
+                  for f in (getattr(batch_norm, path),
+                            _autodiff_batch_norm_act)]
   for a, b in zip(ours[0], theirs[0]):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
   for a, b in zip(ours[1](cotangents), theirs[1](cotangents)):

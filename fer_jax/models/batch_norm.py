@@ -1,6 +1,12 @@
-"""Training-mode BatchNorm fused with the activation after it, with a
-hand-written gradient (`batch_norm_act`); `layers.BatchNorm` is its Flax
-module. `tests/test_layers.py` compares it with autodiff of the plain
+"""Training-mode BatchNorm fused with the activation after it
+(`batch_norm_act`); `layers.BatchNorm` is its Flax module.
+
+On CPU its gradient is written by hand (`_fused_batch_norm_act`), measured
+faster there (`python -m fer_jax.bench`); on GPU and TPU it is autodiff of
+the same forward computation (`_plain_batch_norm_act`), as XLA fuses it
+there, so that the papers' GPU runs use no code timed only on a CPU. The
+choice is `lax.platform_dependent`'s, as in `cpu_conv`.
+`tests/test_layers.py` compares both with autodiff of the plain
 composition, forward and gradients.
 """
 import functools
@@ -38,21 +44,28 @@ def _batch_norm_act_fwd(x, scale, bias, slope, epsilon):
   return (out.astype(x.dtype), mean, var), (x, mean, var, scale, bias, slope)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def batch_norm_act(x, scale, bias, slope, epsilon):
   """Training-mode BatchNorm over all axes but the last, then a leaky
   activation with one slope per channel (0: ReLU, a parameter: PReLU, 1:
   none). Returns (output, batch mean, batch variance): the output in x's
   dtype, the statistics, like every step of the computation, in float32.
-
-  Its gradient is written by hand: two passes over the activations (the
-  reductions, then the input gradient, both recomputing the normalised
-  input) where autodiff of BatchNorm then the activation makes about twice
-  as many. The
-  U-VGG19 demo train step (width 1/8, batch 64, 2-core CPU): 1423 -> 1508
-  images/s, medians of 10 interleaved runs (the BatchNorm alone, 44x44x8:
-  1.06 -> 0.81 ms forward and backward).
   """
+  return lax.platform_dependent(
+      x, scale, bias, slope,
+      cpu=functools.partial(_fused_batch_norm_act, epsilon=epsilon),
+      default=functools.partial(_plain_batch_norm_act, epsilon=epsilon))
+
+
+def _plain_batch_norm_act(x, scale, bias, slope, epsilon):
+  return _batch_norm_act_fwd(x, scale, bias, slope, epsilon)[0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _fused_batch_norm_act(x, scale, bias, slope, epsilon):
+  """`batch_norm_act` with its gradient written by hand: two passes over
+  the activations (the reductions, then the input gradient, both
+  recomputing the normalised input) where autodiff of BatchNorm then the
+  activation makes about twice as many on XLA:CPU."""
   return _batch_norm_act_fwd(x, scale, bias, slope, epsilon)[0]
 
 
@@ -77,4 +90,4 @@ def _batch_norm_act_bwd(epsilon, residuals, cotangents):
   return grad_x.astype(x_in.dtype), grad_scale, grad_bias, grad_slope
 
 
-batch_norm_act.defvjp(_batch_norm_act_fwd, _batch_norm_act_bwd)
+_fused_batch_norm_act.defvjp(_batch_norm_act_fwd, _batch_norm_act_bwd)

@@ -7,8 +7,9 @@ GPU and TPU they are XLA's convolution; on CPU (behind
 its gradients are that formulation's, hand-written where autodiff's cost
 more. The parameters are the same on every platform; `tests/test_layers.py`
 checks every formulation against `lax.conv_general_dilated`, forward and
-gradients, and which one each shape takes. `python -m fer_jax.bench`
-measures them in a model.
+gradients, and which one each shape takes. `python -m fer_jax.bench
+--modes=kernels` times each formulation against XLA's convolution on a shape
+it is chosen for (`fer_jax.bench_kernels`), and the other modes in a model.
 """
 import functools
 
@@ -69,9 +70,8 @@ def _shifted_matmul_conv(x, kernel, strides, padding):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _one_channel_conv(x, kernel, strides, padding):
   """A convolution of one input channel: forward and input gradient as
-  shifted products, the kernel gradient as XLA's. 44x44x1, batch 128 -> 64
-  channels: kernel gradient 29.6 -> 15.0 ms, while XLA's forward would take
-  10.9 ms against 6.4; batch 64 -> 8 channels: 2.5 -> 0.8 ms."""
+  shifted products (broadcast multiply-adds, which XLA fuses), the kernel
+  gradient as XLA's convolution, the faster of each on XLA:CPU."""
   return _shifted_matmul_conv(x, kernel, strides, padding)
 
 
@@ -93,9 +93,7 @@ _one_channel_conv.defvjp(_one_channel_conv_fwd, _one_channel_conv_bwd)
 def _valid_taps_conv(x, kernel, strides, padding):
   """The convolution as a sum over kernel taps of matrix products, each over
   only the output pixels where its tap is off the padding (a 3x3 SAME conv
-  on a 2x2 map: 4 of every 9 products; batch 128, 2x2x512 -> 512: forward
-  13.1 -> 6.1 ms, both gradients 31.6 -> 14.8 ms against
-  `_shifted_matmul_conv`)."""
+  on a 2x2 map: 4 of every 9 products)."""
   rows, row_ranges = _tap_range(x.shape[1], kernel.shape[0], strides[0],
                                 padding[0])
   cols, col_ranges = _tap_range(x.shape[2], kernel.shape[1], strides[1],
@@ -176,15 +174,14 @@ def _column_pairs_conv(x, kernel, strides, padding):
   pixels of twice the channels, by XLA's convolution with a kernel of the
   same pairs: a 3x3 kernel over C -> D channels becomes a 3x2 one over
   2C -> 2D, 4/3 of the products, which XLA's convolution runs at several
-  times the rate of the narrow ones (batch 64, 44x44, forward and both
-  gradients: 8 -> 8 channels 15.1 -> 10.4 ms, 4 -> 8 17.4 -> 7.1 ms).
+  times the rate of the narrow ones.
 
   The forward pairs x's own columns: padding x first is a pass that XLA
   fuses with x's producer (in VGG19 the first convolution's nine shifted
-  products, BatchNorm and ReLU), and that fusion's index arithmetic ran at a
-  fifteenth of the producer's own speed (11.7 of VGG19's 38 ms inference at
-  width 1/8, batch 128). The gradients are the padded formulation's: the
-  reshaped one's took VGG19's train step from 176 to 269 ms.
+  products, BatchNorm and ReLU), and that fusion's index arithmetic runs
+  far slower than the producer itself. The gradients are the padded
+  formulation's: the reshaped one's are slower (a VGG19 train step in
+  `python -m fer_jax.bench` shows it).
   """
   del strides  # always (1, 1) here
   return _reshaped_column_pairs_conv(x, kernel, padding)
@@ -212,27 +209,25 @@ def _out_pixels(x_shape, kernel_shape, strides, padding):
 
 def _cpu_forward(x_shape, kernel_shape, strides, padding):
   """The faster formulation on XLA:CPU for this shape, gradients included
-  (measured with `compiler_options()`, batch 32-128).
+  (measured with `compiler_options()`, batch 32-128; `python -m
+  fer_jax.bench --modes=kernels` times each against XLA's convolution).
 
-  XLA's convolution wins from maps of 5x5 (44x44, 64 -> 64 at batch 128:
-  112 + 263 ms forward and both gradients, against 242 ms for the forward
-  alone as shifted products) but collapses on smaller ones (2x2x512: 1100 ms
-  forward vs 6 ms as valid-tap products) and is slower on one input channel
-  (44x44x1 -> 64: 14 ms vs 3 ms), where the shifted products are broadcast
-  multiply-adds, and on few channels, where pairing columns as channels
-  pays for its extra products. A 1x1 kernel is one matrix product (measured
-  against YNNPACK's convolution, not yet against XLA's own).
+  The rule, as measured: XLA's convolution wins from maps of 5x5 and wide
+  channels, but collapses on smaller maps (valid-tap products instead), is
+  slower on one input channel (shifted products, which fuse into broadcast
+  multiply-adds) and on few channels (columns paired as channels, which
+  pays for its extra products). A 1x1 kernel is one matrix product.
   """
   if (kernel_shape[:2] == (1, 1)
       or _out_pixels(x_shape, kernel_shape, strides, padding) <= 16):
     return _valid_taps_conv
   if kernel_shape[2] == 1:
-    # Not _valid_taps_conv: its nine padded products are not fused here
-    # (44x44x1 -> 64: 34 + 671 ms against 19 + 59 ms).
+    # Not _valid_taps_conv: its nine padded products are not fused here and
+    # cost several times as much.
     return _one_channel_conv
   if strides == (1, 1) and max(kernel_shape[2:]) <= 8:
-    # From 16 channels on it loses: 44x44, 16 -> 16, 21.0 -> 31.3 ms (8 ->
-    # 16 and 16 -> 8 gain under 10%).
+    # From 16 channels on it loses to XLA's (8 -> 16 and 16 -> 8 gained
+    # under 10% when measured, so they stay XLA's).
     return _column_pairs_conv
   return _xla_conv
 
@@ -258,17 +253,12 @@ def conv2d(x, kernel, strides=(1, 1), padding='SAME'):
 def compiler_options():
   """`jax.jit`'s compiler_options for the models on the default backend.
 
-  XLA:CPU hands convolutions to YNNPACK by default, which on the 2-core CPU
-  runs the VGG family's at 66-127 GFLOP/s; with these options XLA runs them
-  itself (Eigen) at 130-190 GFLOP/s. Batch 128, 44x44, 64 -> 64: forward
-  253 -> 112 ms; forward and both gradients 188 + 530 ms (YNNPACK, with the
-  custom gradients this module used to have) -> 112 + 263 ms. Matrix
-  products go to XLA's own emitter too: the many small ones (SE, valid-tap
-  products at small widths) cost less there. Train steps, XLA's against
-  YNNPACK's matrix products, medians of interleaved rounds in one process:
-  U-VGG19 at the demo width 1.06x (inference 1.08-1.12x), VGG19 at width 1
-  1.00x, EfficientNet-B0 1.01x, ResNet-50 0.95x (2 rounds). Reductions stay
-  with YNNPACK. None off CPU.
+  XLA:CPU hands convolutions to YNNPACK by default, which on the 2-core CPUs
+  here ran the VGG family's at about half the rate XLA's own (Eigen) does
+  with these options; matrix products go to XLA's own emitter too, where
+  the many small ones (SE, valid-tap products at small widths) cost less.
+  Reductions stay with YNNPACK. `python -m fer_jax.bench` reports each
+  step's achieved GFLOP/s beside the machine's matmul rate. None off CPU.
   """
   if jax.default_backend() != 'cpu':
     return None
@@ -283,13 +273,11 @@ def init_compiler_options():
   """`jax.jit`'s compiler_options for initialising a model's variables.
 
   The initialisers' random bits (threefry, dozens of times) take XLA:CPU's
-  optimising backend 15-25 s to compile for a VGG and run once, in
-  milliseconds either way; unoptimised they compile in a third of that, and
-  through the elemental emitters rather than the fusion emitters in less
-  again (one core: U-VGG19 at 1/8 width 5.6-6.0 -> 4.0-4.4 s, ResNet-50
-  4.7-5.0 -> 3.5-4.2 s), with the same values. The values differ from
-  optimised code's in the last bit of a few uniform draws at most (68 of
-  U-VGG19's 329155). None off CPU.
+  optimising backend several times longer to compile than to run once;
+  unoptimised, through the elemental emitters rather than the fusion
+  emitters, they compile in a fraction of that. The values differ from
+  optimised code's in the last bit of a few uniform draws at most. None off
+  CPU.
   """
   if jax.default_backend() != 'cpu':
     return None
@@ -330,8 +318,8 @@ def _shifted_depthwise(x, kernel, strides, padding):
 
 
 # Gradient chunks of about this many bytes (input and output of the images):
-# the k*k shifted copies then stay in cache. Batch 32, forward and both
-# gradients: 56x56x144 3x3 314 -> 206 ms, 28x28x240 5x5 444 -> 176 ms.
+# the k*k shifted copies then stay in cache (the depthwise cases of
+# `python -m fer_jax.bench --modes=kernels`).
 _DEPTHWISE_CHUNK_BYTES = 8 << 20
 
 
@@ -345,8 +333,7 @@ def _chunked_depthwise(x, kernel, strides, padding):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _cpu_depthwise(x, kernel, strides, padding):
   # One fused loop: inside a network, chunks cost more to stack than their
-  # cache hits win (EfficientNet-B0, batch 32: inference 52.7 vs 48.3 img/s;
-  # training within run-to-run noise).
+  # cache hits win (EfficientNet-B0's inference in `fer_jax.bench`).
   return _shifted_depthwise(x, kernel, strides, padding)
 
 
@@ -386,8 +373,8 @@ _cpu_depthwise.defvjp(_cpu_depthwise_fwd, _cpu_depthwise_bwd)
 def depthwise_conv2d(x, kernel, strides=(1, 1), padding='SAME'):
   """NHWC x (kh, kw, 1, C) depthwise convolution, fast on CPU too.
 
-  XLA:CPU runs depthwise convolutions at 0.03-0.44 GFLOP/s (112x112x32 3x3,
-  batch 32: 636 ms forward, 1.59 s weight gradient); on CPU this is instead a
+  XLA:CPU runs depthwise convolutions at a small fraction of a GFLOP/s
+  (`python -m fer_jax.bench --modes=kernels`); on CPU this is instead a
   sum of k*k shifted, scaled copies, with a custom gradient of the same kind
   over cache-sized chunks of the batch (`_cpu_depthwise_bwd`). On GPU and
   TPU it is `lax.conv_general_dilated` with one group per channel.

@@ -1,11 +1,19 @@
-"""Max pooling as elementwise maxima of strided slices, with a hand-written
-gradient for windows that tile the map. `tests/test_layers.py` compares it
-with `flax.linen.max_pool`, forward and gradients.
+"""Max pooling: `max_pool`.
+
+On CPU it is written as elementwise maxima of strided slices, with a
+hand-written gradient for windows that tile the map (`_cpu_max_pool`):
+XLA:CPU lowers the reduce-window's gradient to index arrays and a scatter,
+and a reshape-and-max to a slow reduction, while `maximum`'s gradient is
+elementwise (`python -m fer_jax.bench` times a VGG step). On GPU and TPU it
+is XLA's reduce-window (`_xla_max_pool`). The choice is
+`lax.platform_dependent`'s, as in `cpu_conv`. `tests/test_layers.py`
+compares both with `flax.linen.max_pool`, forward and gradients.
 """
 import functools
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from fer_jax.models.cpu_conv import taps
 
@@ -24,9 +32,7 @@ def _tiled_max_pool(x, window):
   """Max pool with stride = window. Its gradient goes to the first maximum
   of each window in row-major order, as PyTorch's and XLA's do, and is
   written as one interleave of the per-tap gradients, where autodiff of the
-  `maximum` chain makes a pad and a tie division per tap. On the 2-core
-  CPU, medians of 8-10 interleaved rounds in one process: VGG19's train step
-  at batch 128 1.04-1.10x, U-VGG19's at the demo width 1.04x."""
+  `maximum` chain makes a pad and a tie division per tap."""
   return _max_of_windows(x, window, window)
 
 
@@ -57,17 +63,27 @@ _tiled_max_pool.defvjp(_tiled_max_pool_fwd, _tiled_max_pool_bwd)
 
 
 def max_pool(x, window, stride=None, padding=0):
-  """Max pool over window x window patches, `padding` pixels of -inf around.
-
-  The same as `nn.max_pool` (VALID after the padding, floor) but written as
-  elementwise maxima of strided slices: XLA:CPU lowers the reduce-window's
-  gradient to index arrays and a scatter (0.56 s of a 7 s VGG19 step at batch
-  128), and a reshape-and-max to a slow reduction (0.24 s for the first
-  pool), while `maximum`'s gradient is elementwise. Windows that tile the
-  map (stride = window, no padding, VGG's) have the gradient of
-  `_tiled_max_pool`; among exact ties elsewhere the gradient is shared.
-  """
+  """Max pool over window x window patches, `padding` pixels of -inf around:
+  `nn.max_pool`'s values (VALID after the padding, floor) and gradient (to
+  the first maximum of a window that tiles the map)."""
   stride = stride or window
+  return lax.platform_dependent(
+      x, cpu=functools.partial(_cpu_max_pool, window=window, stride=stride,
+                               padding=padding),
+      default=functools.partial(_xla_max_pool, window=window, stride=stride,
+                                padding=padding))
+
+
+def _xla_max_pool(x, window, stride, padding):
+  pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+  return lax.reduce_window(x, -jnp.inf, lax.max, (1, window, window, 1),
+                           (1, stride, stride, 1), pads)
+
+
+def _cpu_max_pool(x, window, stride, padding):
+  """Windows that tile the map (stride = window, no padding, VGG's) have the
+  gradient of `_tiled_max_pool`; among exact ties elsewhere the gradient is
+  shared."""
   if stride == window and padding == 0:
     return _tiled_max_pool(x, window)
   pads = ((padding, padding),) * 2
