@@ -61,6 +61,7 @@ def main(argv):
   # Imported here, not at the top: grain's worker processes are spawned and
   # re-import this file, which must not touch devices.
   import jax  # pylint: disable=g-import-not-at-top
+  from fer_jax import evaluation  # pylint: disable=g-import-not-at-top
   from fer_jax import train  # pylint: disable=g-import-not-at-top
   if _NUM_PROCESSES.value > 1:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
@@ -79,7 +80,7 @@ def main(argv):
     errors.report(train.train_and_evaluate, _CONFIG.value, workdir,
                   config_path, verbose=verbose)
   else:
-    errors.report(train.evaluate, _CONFIG.value, workdir, checkpoint,
+    errors.report(evaluation.evaluate, _CONFIG.value, workdir, checkpoint,
                   verbose=verbose)
 
 

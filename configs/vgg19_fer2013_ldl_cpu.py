@@ -26,12 +26,12 @@ Sources:  EfficientFace (Zhao et al., AAAI 2021; zengqunzhao/EfficientFace
           seventh of the one-hot student's learning rate.
 """
 from configs import vgg19_fer2013_small_cpu
-from fer_jax import pretrained
+from fer_jax import weights
 
 
 def get_config():
   config = vgg19_fer2013_small_cpu.get_config()
-  config.ldl.teacher = pretrained.PATH
+  config.ldl.teacher = weights.SHIPPED
   config.ldl.temperature = 1.0
   config.ldl.onehot_weight = 0.0
   config.ldl.reduction = 'sample_mean'

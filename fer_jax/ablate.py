@@ -43,21 +43,29 @@ from absl import logging
 from ml_collections import config_flags
 
 from fer_jax import errors
+from fer_jax import eval_files
+from fer_jax import evaluation
 from fer_jax import files
 from fer_jax import hugepages
+from fer_jax import train
+from fer_jax import weights
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Base config file.',
-                                          lock_config=True)
-_TABLE = flags.DEFINE_enum('table', None, ['uvgg19', 'effnet'],
-                           'Which paper table to run.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'One subdirectory per row.')
-_ROWS = flags.DEFINE_list('rows', [], 'Row numbers to run (default all).')
-_EVAL_SPLITS = flags.DEFINE_list(
-    'eval_splits', ['validation', 'test'],
-    'Splits each row is evaluated on at the end, selected checkpoint.')
-_PRINT = flags.DEFINE_bool('print_commands', False,
-                           'Print the per-row commands; run nothing.')
-flags.mark_flags_as_required(['config', 'table', 'workdir'])
+
+def define_flags():
+  """The command's flags; defined when it runs, not at import, so that
+  other modules with flags of the same names can be imported beside it."""
+  config_flags.DEFINE_config_file('config', None, 'Base config file.',
+                                  lock_config=True)
+  flags.DEFINE_enum('table', None, ['uvgg19', 'effnet'],
+                    'Which paper table to run.')
+  flags.DEFINE_string('workdir', None, 'One subdirectory per row.')
+  flags.DEFINE_list('rows', [], 'Row numbers to run (default all).')
+  flags.DEFINE_list(
+      'eval_splits', ['validation', 'test'],
+      'Splits each row is evaluated on at the end, selected checkpoint.')
+  flags.DEFINE_bool('print_commands', False,
+                    'Print the per-row commands; run nothing.')
+  flags.mark_flags_as_required(['config', 'table', 'workdir'])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,26 +183,24 @@ def selected_rows(table, numbers):
 def run_row(config, workdir, eval_splits, config_file=None):
   """Trains a row (resuming it), then evaluates its selected checkpoint on
   `eval_splits` unless eval/<split>.json already holds that checkpoint."""
-  from fer_jax import train  # pylint: disable=g-import-not-at-top
   _, history = train.train_and_evaluate(config, workdir, config_file)
-  step = train.selected(history, config.selection_split)['step']
-  have = [train.read_report(workdir, split) for split in eval_splits]
+  step = weights.selected(history, config.selection_split)['step']
+  have = [eval_files.read_report(workdir, split) for split in eval_splits]
   if any(r is None or r['step'] != step or r['checkpoint'] != 'selected'
          for r in have):
     eval_config = config.copy_and_resolve_references()
     eval_config.data.eval_splits = tuple(eval_splits)
-    train.evaluate(eval_config, workdir, 'selected')
+    evaluation.evaluate(eval_config, workdir, 'selected')
 
 
 def table_markdown(config, table, workdir, eval_splits, base_path):
   """The markdown table of every row whose evaluation files exist."""
-  from fer_jax import train  # pylint: disable=g-import-not-at-top
   names = list(SWITCHES[table])
   head = ['row', *names, *(f'{s} %' for s in eval_splits), 'paper test %']
   lines = ['| ' + ' | '.join(head) + ' |',
            '|' + '---|' * len(head)]
   for row in TABLES[table]:
-    results = [train.read_report(os.path.join(workdir, row.name), split)
+    results = [eval_files.read_report(os.path.join(workdir, row.name), split)
                for split in eval_splits]
     ours = [f"{r['accuracy']:.2%}"[:-1] if r else 'not run'
             for r in results]
@@ -245,18 +251,19 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)  # orbax logs every file at INFO
-  if _PRINT.value:
-    rows = errors.report(selected_rows, _TABLE.value, _ROWS.value)
-    for line in commands(_TABLE.value, rows, sys.argv):
+  if flags.FLAGS.print_commands:
+    rows = errors.report(selected_rows, flags.FLAGS.table, flags.FLAGS.rows)
+    for line in commands(flags.FLAGS.table, rows, sys.argv):
       print(line)
     return
-  errors.report(run, _CONFIG.value, _TABLE.value, _WORKDIR.value,
-                _ROWS.value, _EVAL_SPLITS.value,
+  errors.report(run, flags.FLAGS.config, flags.FLAGS.table, flags.FLAGS.workdir,
+                flags.FLAGS.rows, flags.FLAGS.eval_splits,
                 flags.FLAGS['config'].config_filename,
                 verbose=flags.FLAGS.verbosity >= 1)
 
 
 if __name__ == '__main__':
+  define_flags()
   hugepages.reexec()
   app.run(main, flags_parser=functools.partial(errors.parse_flags,
                                                program='fer_jax.ablate'))

@@ -1,6 +1,6 @@
 """Speed of the project's models and train step: python -m fer_jax.bench.
 
-For each model and mode (`train`: the jitted `train.train_step` with the
+For each model and mode (`train`: the jitted `steps.train_step` with the
 paper's SGD; `ldl`: the same step with label distribution learning, its
 teacher's forward pass included: a ResNet-50 for 224x224 models, as
 EfficientFace's, VGG19 at 1/4 width (the shipped model's) for 44x44 ones;
@@ -53,44 +53,53 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from configs import vgg19_fer2013
+from fer_jax import bench_kernels
 from fer_jax import hugepages
 from fer_jax import models
+from fer_jax import optim
+from fer_jax import predict
+from fer_jax import steps as steps_lib
+from fer_jax import timing
 from fer_jax import teacher as teacher_lib
+from fer_jax import torch_reference
 from fer_jax.data import pipeline
 from fer_jax.models import cpu_conv
-from fer_jax.models import vgg
-from fer_jax import train
 
-_MODELS = flags.DEFINE_list(
-    'models', ['vgg19', 'uvgg19', 'efficientnet_b0', 'resnet50'],
-    'Models to time.')
-_MODES = flags.DEFINE_list('modes', ['train', 'infer', 'input'],
-                           'train, ldl, infer, input and/or predict (the '
-                           'shipped model, batch 1 and 64).')
-_BATCH = flags.DEFINE_integer('batch', None,
-                              'Global batch size; default per model.')
-_STEPS = flags.DEFINE_integer('steps', 10,
-                              'Timed steps a round (after warm-up).')
-_ROUNDS = flags.DEFINE_integer(
-    'rounds', 1, 'Interleaved rounds; each figure is their median.')
-_WIDTH = flags.DEFINE_list('width', ['1.0'],
-                           'Channel width multipliers, one table row each.')
-_DTYPES = flags.DEFINE_list('dtypes', ['float32'],
-                            "Activation dtypes (config.dtype) to time.")
-_JSON = flags.DEFINE_bool('json', False, 'Print a JSON list of records.')
-_DATA = flags.DEFINE_string('data', 'fer_synth',
-                            'Dataset whose training iterator --modes=input '
-                            'times.')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir of --data.')
-_WORKERS = flags.DEFINE_list('workers', ['0', '2'],
-                             'grain worker processes to time --modes=input '
-                             'with.')
-_REFERENCE = flags.DEFINE_bool(
-    'reference', False, 'Also time the PyTorch reference models (needs '
-    'torch; efficientnet-pytorch for EfficientNet-B0).')
-_SUMMARY = flags.DEFINE_bool(
-    'summary', False, 'Only print parameters and multiply-adds per image.')
+
+def define_flags():
+  """The command's flags; defined when it runs, not at import, so that
+  other modules with flags of the same names can be imported beside it."""
+  flags.DEFINE_list(
+      'models', ['vgg19', 'uvgg19', 'efficientnet_b0', 'resnet50'],
+      'Models to time.')
+  flags.DEFINE_list('modes', ['train', 'infer', 'input'],
+                    'train, ldl, infer, input, predict (the shipped '
+                    'model, batch 1 and 64) and/or kernels (each CPU '
+                    'fast path against XLA\'s, fer_jax.bench_kernels).')
+  flags.DEFINE_integer('batch', None,
+                       'Global batch size; default per model.')
+  flags.DEFINE_integer('steps', 10,
+                       'Timed steps a round (after warm-up).')
+  flags.DEFINE_integer(
+      'rounds', 1, 'Interleaved rounds; each figure is their median.')
+  flags.DEFINE_list('width', ['1.0'],
+                    'Channel width multipliers, one table row each.')
+  flags.DEFINE_list('dtypes', ['float32'],
+                    "Activation dtypes (config.dtype) to time.")
+  flags.DEFINE_bool('json', False, 'Print a JSON list of records.')
+  flags.DEFINE_string('data', 'fer_synth',
+                      'Dataset whose training iterator --modes=input '
+                      'times.')
+  flags.DEFINE_string('data_dir', None, 'TFDS data_dir of --data.')
+  flags.DEFINE_list('workers', ['0', '2'],
+                    'grain worker processes to time --modes=input '
+                    'with.')
+  flags.DEFINE_bool(
+      'reference', False, 'Also time the PyTorch reference models (needs '
+      'torch; efficientnet-pytorch for EfficientNet-B0).')
+  flags.DEFINE_bool(
+      'summary', False, 'Only print parameters and multiply-adds per image.')
+
 
 INPUT_SHAPES = {'vgg19': (44, 44, 1), 'uvgg19': (44, 44, 1),
                 'efficientnet_b0': (224, 224, 3), 'resnet50': (224, 224, 3)}
@@ -112,45 +121,32 @@ TEACHERS = {(44, 44, 1): {'name': 'vgg19', 'width': 0.25},
             (224, 224, 3): {'name': 'resnet50'}}
 
 
-def _seconds(fn, steps):
-  """Median seconds a call over `steps` calls."""
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
-def interleaved_rounds(fns, steps, rounds):
-  """Each warmed-up fn's seconds a call in each of `rounds` rounds (the
-  median of its `steps` calls there), all fns timed in turn within each
-  round, so that a slow spell of the machine hits neighbours alike."""
-  for fn in fns:
-    jax.block_until_ready(fn())  # warm-up, compilation included
-  times = [[] for _ in fns]
-  for _ in range(rounds):
-    for fn, samples in zip(fns, times):
-      samples.append(_seconds(fn, steps))
-  return times
-
-
-def interleaved_seconds(fns, steps, rounds):
-  """Median over the rounds of `interleaved_rounds`, for each fn."""
-  return [statistics.median(samples)
-          for samples in interleaved_rounds(fns, steps, rounds)]
-
-
-def matmul_gflops(n=2048, steps=5):
-  """This machine's float32 matmul rate, the yardstick for the others."""
-  a = jnp.ones((n, n), jnp.float32)
-  matmul = jax.jit(lambda a: a @ a)
-  return 2 * n**3 / interleaved_seconds([lambda: matmul(a)], steps, 1)[0] / 1e9
+def _paper_recipe():
+  """The fields of configs/vgg19_fer2013.py that a step or the input
+  pipeline depends on (the U-VGG19 paper's recipe: clipping and weight decay
+  are part of the step, crop 44, flip and Cutout of the input); the package
+  does not import `configs`, and `tests/test_bench.py` checks these against
+  it."""
+  return ml_collections.ConfigDict({
+      'epochs': 250,
+      'optimizer': {'name': 'sgd', 'lr': 0.01, 'momentum': 0.9,
+                    'nesterov': False, 'weight_decay': 5e-4, 'clip': 0.1},
+      'schedule': {'name': 'step', 'decay_start': 80, 'decay_every': 5,
+                   'decay_rate': 0.9},
+      'ldl': {'temperature': 1.0, 'onehot_weight': 0.0,
+              'reduction': 'class_mean'},
+      'data': {'name': 'fer2013', 'data_dir': None, 'train_split': 'train',
+               'extra_train': (), 'holdout': 0,
+               'eval_splits': ('validation', 'test'), 'augment': 'crop',
+               'crop': 44, 'crop_scale': (0.08, 1.0), 'flip': True,
+               'cutout_holes': 1, 'cutout_length': 16, 'eval_crop': 'ten',
+               'mean': None, 'std': None, 'class_weights': 'none',
+               'workers': 0, 'threads': 4}})
 
 
 def model_step(name, mode, batch, width=1.0, dtype='float32'):
   """(the call to time, its record without the timings)."""
-  config = vgg19_fer2013.get_config()
+  config = _paper_recipe()
   config.model = ml_collections.ConfigDict({'name': name})
   if width != 1.0:
     config.model.width = width
@@ -158,10 +154,10 @@ def model_step(name, mode, batch, width=1.0, dtype='float32'):
   shape = INPUT_SHAPES[name]
   mesh = jax.sharding.Mesh(jax.devices(), ('data',))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  lr_fn = train.learning_rate_fn(config, steps_per_epoch=100)
-  tx = train.create_optimizer(config, lr_fn)
-  state = train.create_train_state(model, tx, shape, jax.random.key(0),
-                                   replicated)
+  lr_fn = optim.learning_rate_fn(config, steps_per_epoch=100)
+  tx = optim.create_optimizer(config, lr_fn)
+  state = steps_lib.create_train_state(model, tx, shape, jax.random.key(0),
+                                       replicated)
   rng = np.random.default_rng(0)
   batch_data = {
       'image': jnp.asarray(rng.random((batch, *shape), np.float32)),
@@ -183,7 +179,7 @@ def model_step(name, mode, batch, width=1.0, dtype='float32'):
           model=teacher_model, variables=teacher_variables,
           order=np.arange(7), scale=None, shift=None, identity={})
       flops += 2 * models.macs_per_image(teacher_model, shape)[1] * batch
-    step = jax.jit(functools.partial(train.train_step, model=model, tx=tx,
+    step = jax.jit(functools.partial(steps_lib.train_step, model=model, tx=tx,
                                      lr_fn=lr_fn, teacher=teacher,
                                      ldl_config=config.ldl),
                    compiler_options=cpu_conv.compiler_options())
@@ -218,11 +214,10 @@ def _timed(record, round_seconds):
 def time_predict(batch, steps):
   """The shipped model through `Predictor.probabilities`, as photos go:
   faces of 120x120 px (resized, ten-cropped, then the model)."""
-  from fer_jax import predict  # pylint: disable=g-import-not-at-top
   predictor = predict.Predictor.pretrained()
   faces = list(np.random.default_rng(0).integers(
       0, 256, (batch, 120, 120, 3), np.uint8))
-  seconds, = interleaved_seconds([lambda: predictor.probabilities(faces)],
+  seconds, = timing.interleaved_seconds([lambda: predictor.probabilities(faces)],
                                  steps, 1)
   return {'name': f'predict/shipped/batch={batch}', 'model': 'shipped',
           'mode': 'predict', 'batch': batch, 'input': '120x120x3',
@@ -233,7 +228,7 @@ def time_predict(batch, steps):
 
 def time_pipeline(dataset, workers, batch, steps, data_dir=None):
   """Images/s the training iterator delivers with the paper's augmentations."""
-  config = vgg19_fer2013.get_config().data
+  config = _paper_recipe().data
   config.name, config.data_dir, config.workers = dataset, data_dir, workers
   iterator = iter(pipeline.load(config, batch, batch, seed=0).train)
   next(iterator)  # warm-up: starts the workers and fills the prefetch buffer
@@ -246,61 +241,6 @@ def time_pipeline(dataset, workers, batch, steps, data_dir=None):
           'input': 'x'.join(map(str, INPUT_SHAPES['vgg19'])), 'params': None,
           'workers': workers, 'img_per_s': steps * batch / seconds,
           'gflops_per_img': None, 'achieved_gflops': None}
-
-
-def _torch_vgg19(width):
-  """The ancestor repository's VGG19-BN in PyTorch."""
-  from torch import nn as tnn  # pylint: disable=g-import-not-at-top
-  layers_, cin = [], 1
-  for convs, c in vgg.STAGES:
-    c = max(1, round(c * width))
-    for _ in range(convs):
-      layers_ += [tnn.Conv2d(cin, c, 3, padding=1), tnn.BatchNorm2d(c),
-                  tnn.ReLU(inplace=True)]
-      cin = c
-    layers_.append(tnn.MaxPool2d(2, 2))
-  return tnn.Sequential(*layers_, tnn.Flatten(), tnn.Dropout(0.5),
-                        tnn.Linear(cin, 7))
-
-
-def _torch_efficientnet_b0(width):
-  del width
-  from efficientnet_pytorch import EfficientNet  # pylint: disable=g-import-not-at-top
-  return EfficientNet.from_name('efficientnet-b0', num_classes=7)
-
-
-TORCH_REFERENCES = {'vgg19': ('torch_vgg19', _torch_vgg19),
-                    'efficientnet_b0': ('efficientnet_pytorch',
-                                        _torch_efficientnet_b0)}
-
-
-def torch_step(name, mode, batch, width=1.0):
-  """PyTorch's version of model `name` (SGD as ours): (the call to time,
-  its record without the timings)."""
-  import torch  # pylint: disable=g-import-not-at-top
-  label, build = TORCH_REFERENCES[name]
-  model = build(width)
-  optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
-                              weight_decay=5e-4)
-  h, w, c = INPUT_SHAPES[name]
-  x = torch.rand(batch, c, h, w)
-  y = torch.randint(0, 7, (batch,))
-
-  def train_step():
-    optimizer.zero_grad()
-    torch.nn.functional.cross_entropy(model(x), y).backward()
-    optimizer.step()
-
-  def infer():
-    with torch.no_grad():
-      model(x)
-
-  model.train(mode == 'train')
-  return train_step if mode == 'train' else infer, {
-      'name': f'{label}/{mode}', 'model': label, 'reference_of': name,
-      'mode': mode, 'batch': batch,
-      'input': 'x'.join(map(str, INPUT_SHAPES[name])), 'width': width,
-      'params': sum(p.numel() for p in model.parameters())}
 
 
 def _ratio(records, width, a, b):
@@ -339,8 +279,8 @@ def width_table(records, widths):
 
 def main(argv):
   del argv
-  if _SUMMARY.value:
-    for name in _MODELS.value:
+  if flags.FLAGS.summary:
+    for name in flags.FLAGS.models:
       params, macs = models.macs_per_image(
           models.create(ml_collections.ConfigDict({'name': name}), 7),
           INPUT_SHAPES[name])
@@ -354,50 +294,59 @@ def main(argv):
             INPUT_SHAPES[name])[0])
       print(f'{line}; paper: {paper}')
     return
-  batch = lambda name: _BATCH.value or BATCHES[name]
-  modes = [m for m in _MODES.value if m not in ('input', 'predict')]
-  widths = [float(w) for w in _WIDTH.value]
+  batch = lambda name: flags.FLAGS.batch or BATCHES[name]
+  modes = [m for m in flags.FLAGS.modes
+           if m not in ('input', 'predict', 'kernels')]
+  widths = [float(w) for w in flags.FLAGS.width]
   # What the table compares runs side by side in each round: for each width
   # and mode, every model and then PyTorch's version of it.
   steps, skipped = [], {}
   for width in widths:
     for mode in modes:
-      for name in _MODELS.value:
+      for name in flags.FLAGS.models:
         steps += [model_step(name, mode, batch(name), width, dtype)
-                  for dtype in _DTYPES.value]
-        if (_REFERENCE.value and name in TORCH_REFERENCES
+                  for dtype in flags.FLAGS.dtypes]
+        if (flags.FLAGS.reference and name in torch_reference.REFERENCES
             and mode in ('train', 'infer')):
           try:
-            steps.append(torch_step(name, mode, batch(name), width))
+            steps.append(torch_reference.torch_step(
+                name, mode, batch(name), INPUT_SHAPES[name], width))
           except ImportError as e:
             skipped[name] = (f'--reference for {name}: skipped ({e}; see '
                              'requirements-test.txt)')
   for message in skipped.values():
     print(message)
-  rounds = interleaved_rounds([fn for fn, _ in steps], _STEPS.value,
-                              _ROUNDS.value)
+  rounds = timing.interleaved_rounds([fn for fn, _ in steps], flags.FLAGS.steps,
+                              flags.FLAGS.rounds)
   records = [_timed(record, r) for (_, record), r in zip(steps, rounds)]
   for ref in [r for r in records if 'reference_of' in r]:
     ref['ours_vs_torch'] = _ratio(records, ref['width'],
                                   (ref['reference_of'], ref['mode']),
                                   (ref['model'], ref['mode']))
-  if 'input' in _MODES.value:
+  if 'input' in flags.FLAGS.modes:
     # Throughput over many batches: per-batch times only show the buffer.
-    records += [time_pipeline(_DATA.value, int(workers),
-                              _BATCH.value or BATCHES['vgg19'],
-                              max(20, _STEPS.value), _DATA_DIR.value)
-                for workers in _WORKERS.value]
-  if 'predict' in _MODES.value:
-    records += [time_predict(batch, _STEPS.value) for batch in (1, 64)]
-  rate = matmul_gflops()
+    records += [time_pipeline(flags.FLAGS.data, int(workers),
+                              flags.FLAGS.batch or BATCHES['vgg19'],
+                              max(20, flags.FLAGS.steps), flags.FLAGS.data_dir)
+                for workers in flags.FLAGS.workers]
+  if 'predict' in flags.FLAGS.modes:
+    records += [time_predict(batch, flags.FLAGS.steps) for batch in (1, 64)]
+  kernels = []
+  if 'kernels' in flags.FLAGS.modes:
+    if jax.default_backend() == 'cpu':
+      kernels = bench_kernels.time_kernels(flags.FLAGS.steps,
+                                           flags.FLAGS.rounds)
+    else:
+      print(f'--modes=kernels: no CPU paths run on {jax.default_backend()}')
+  rate = timing.matmul_gflops()
   tunables = os.environ.get('GLIBC_TUNABLES')
-  if _JSON.value:
-    print(json.dumps(records + [{'name': 'matmul', 'achieved_gflops': rate,
+  if flags.FLAGS.json:
+    print(json.dumps(records + kernels + [{'name': 'matmul', 'achieved_gflops': rate,
                                  'glibc_tunables': tunables}], indent=1))
     return
   print(f'{jax.devices()[0].platform}: {jax.device_count()} device(s); '
         f'float32 matmul {rate:.0f} GFLOP/s; GLIBC_TUNABLES={tunables}; '
-        f'medians of {_ROUNDS.value} interleaved rounds of {_STEPS.value} '
+        f'medians of {flags.FLAGS.rounds} interleaved rounds of {flags.FLAGS.steps} '
         'steps')
   for r in records:
     params = '' if r['params'] is None else f"{r['params']:>11,d} params"
@@ -412,11 +361,14 @@ def main(argv):
     if r.get('ours_vs_torch') is not None:
       line += f"   ours / this: {r['ours_vs_torch']:.2f}x"
     print(line)
-  if {'vgg19', 'uvgg19'} & set(_MODELS.value) and (
-      len(widths) > 1 or _REFERENCE.value):
+  if kernels:
+    print('\n'.join(['', *bench_kernels.table(kernels)]))
+  if {'vgg19', 'uvgg19'} & set(flags.FLAGS.models) and (
+      len(widths) > 1 or flags.FLAGS.reference):
     print('\n'.join(['', *width_table(records, widths)]))
 
 
 if __name__ == '__main__':
+  define_flags()
   hugepages.reexec()
   app.run(main)

@@ -13,7 +13,7 @@ face. A face reaches the model exactly as images reach it in evaluation: in
 the dataset's stored format (`to_dataset_image`: Pillow's grayscale or RGB,
 resized to the stored size), then `transforms.eval_transform` (the ten crops,
 or resize and centre crop, and the normalisation of the run's config), then
-`train.crop_averaged_logits`. `tests/test_predict.py` checks that
+`steps.crop_averaged_logits`. `tests/test_predict.py` checks that
 `--no_detect` on FER2013-format files gives `--mode=eval`'s per-image
 probabilities.
 
@@ -31,19 +31,16 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from PIL import Image
 from PIL import ImageOps
 import tqdm
 
-from fer_jax import checkpoint
 from fer_jax import errors
 from fer_jax import faces
 from fer_jax import models
-from fer_jax import pretrained
-from fer_jax import train
+from fer_jax import steps
+from fer_jax import weights
 from fer_jax.data import transforms
 from fer_jax.models import cpu_conv
 
@@ -83,49 +80,32 @@ class Predictor:
     self.config = config
     self.class_names = tuple(class_names)
     self.image_shape = tuple(image_shape)
-    self.variables = variables
+    self.variables = jax.device_put(variables)
     self.transform = transforms.eval_transform(config.data)
     model = models.create(config.model, len(class_names))
     self._logits = jax.jit(
         lambda v, x: jax.nn.softmax(
-            train.crop_averaged_logits(v, x, model=model)),
+            steps.crop_averaged_logits(v, x, model=model)),
         compiler_options=cpu_conv.compiler_options())
 
   @classmethod
-  def from_workdir(cls, workdir, checkpoint_step='selected'):
-    """The run in `workdir` at its selected (or 'latest', or a step)
-    checkpoint."""
-    if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
-      raise errors.MissingError(f'{workdir}: no checkpoints/ folder; '
-                                'expected the workdir of a training run')
-    mngr = checkpoint.manager(workdir, keep=1, track_best=False)
-    step, run = train.find_checkpoint(mngr, workdir, checkpoint_step)
-    if 'data' not in run:
+  def load(cls, path=weights.SHIPPED, checkpoint_step='selected'):
+    """The model at `path` (`weights.load`: a run's workdir at its selected,
+    'latest' or numbered checkpoint, or an exported file); by default the
+    FER2013 model that ships with the package."""
+    w = weights.load(path, checkpoint_step, key='model path')
+    if w.config is None:
       raise errors.UserError(
-          f'{workdir}: its checkpoints predate the class names in the run '
-          'record; train it again with this version to predict with it')
-    config = ml_collections.ConfigDict(run['config'])
-    model = models.create(config.model, len(run['data']['class_names']))
-    crop = (config.data.crop, config.data.crop, run['data']['image_shape'][2])
-    # This process's own device: in a multi-process run (a teacher read by
-    # every process) jax.devices()[0] belongs to process 0.
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-        jax.eval_shape(lambda: model.init(jax.random.key(0),
-                                          jnp.zeros((1, *crop)))))
-    variables = train.restore_variables(
-        mngr, step, {'params': abstract['params'],
-                     'batch_stats': abstract.get('batch_stats', {})})
-    predictor = cls(config, run['data']['class_names'],
-                    run['data']['image_shape'], variables)
-    predictor.step = step  # which checkpoint it is, for the log
+          f'{path}: converted weights carry no preprocessing to predict '
+          'with; train from them (--config.model.init_from) or export a run')
+    predictor = cls(w.config, w.class_names, w.image_shape, w.variables)
+    predictor.step = w.step  # which checkpoint it is, for the log
     return predictor
 
   @classmethod
   def pretrained(cls):
     """The FER2013 model that ships with the package (`fer_jax.pretrained`)."""
-    return cls(*pretrained.load())
+    return cls.load(weights.SHIPPED)
 
   def probabilities(self, face_images):
     """(faces, classes) probabilities of uint8 face crops (RGB or grey, any
@@ -284,12 +264,8 @@ def main(argv):
   f = flags.FLAGS
   logging.set_verbosity(logging.WARNING)  # JAX's backend notes are INFO
 
-  def load():
-    if f.workdir:
-      return Predictor.from_workdir(f.workdir, f.checkpoint)
-    return Predictor.pretrained()
-
-  predictor = errors.report(load, verbose=f.verbosity >= 1)
+  predictor = errors.report(Predictor.load, f.workdir or weights.SHIPPED,
+                            f.checkpoint, verbose=f.verbosity >= 1)
   failed = False
   for record in run(predictor, inputs, not f.no_detect, f.out,
                     f.video_stride):
@@ -300,8 +276,9 @@ def main(argv):
 
 if __name__ == '__main__':
   # Defined here, not at import: the Predictor is imported by other tools.
-  flags.DEFINE_string('workdir', None, 'A training run to predict with; '
-                      'default: the model that ships with fer_jax.')
+  flags.DEFINE_string('workdir', None, 'A training run (or an exported '
+                      '.msgpack) to predict with; default: the model that '
+                      'ships with fer_jax.')
   flags.DEFINE_string('checkpoint', 'selected',
                       "With --workdir: 'selected', 'latest' or a step.")
   flags.DEFINE_string('out', None, 'Folder for annotated copies.')

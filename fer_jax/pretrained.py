@@ -5,7 +5,7 @@ names, stored image shape and weights (flax's msgpack).
       [--checkpoint=selected] [--output=fer_jax/pretrained/fer2013.msgpack]
 
 exports a run's checkpoint into that file (written to a temporary name,
-then renamed); `load()` reads it back for `fer_jax.predict.Predictor`.
+then renamed); `fer_jax.weights.load` reads it back, as every caller does.
 
   python -m fer_jax.pretrained --evaluate [--data_dir=DIR]
 
@@ -19,77 +19,90 @@ import os
 
 from absl import app
 from absl import flags
-import flax.serialization
-import jax
-import ml_collections
 import numpy as np
 
 from fer_jax import errors
 from fer_jax import files
+from fer_jax import metrics as metrics_lib
+from fer_jax import predict
+from fer_jax import results
+from fer_jax import weights
+from fer_jax.data import pipeline
 
-PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'pretrained',
-                    'fer2013.msgpack')
-
-
-def export(workdir, output=PATH, checkpoint_step='selected'):
-  """Writes the run's checkpoint to `output`; returns the step exported."""
-  from fer_jax import predict  # pylint: disable=g-import-not-at-top
-  predictor = predict.Predictor.from_workdir(workdir, checkpoint_step)
-  record = {
-      'config': json.dumps(predictor.config.to_dict()),
-      'class_names': list(predictor.class_names),
-      'image_shape': list(predictor.image_shape),
-      'variables': jax.tree.map(np.asarray, predictor.variables),
-  }
-  files.write(output, flax.serialization.msgpack_serialize(record))
+def export(workdir, output=weights.SHIPPED, checkpoint_step='selected'):
+  """Writes the run's checkpoint to `output`."""
+  w = weights.load(workdir, checkpoint_step, key='--workdir')
+  if w.config is None:
+    raise errors.UserError(f'--workdir={workdir}: not a training run')
+  files.write(output, weights.export_record(w))
 
 
-def load(path=PATH):
-  """(config, class names, image shape, variables) from an exported file."""
-  if not os.path.isfile(path):
-    raise errors.MissingError(
-        f'{path}: missing; the shipped model comes with the repository '
-        '(or export one with python -m fer_jax.pretrained --workdir=RUN)')
-  try:
-    with open(path, 'rb') as f:
-      record = flax.serialization.msgpack_restore(f.read())
-    config = ml_collections.ConfigDict(json.loads(record['config']))
-    return (config, record['class_names'], record['image_shape'],
-            record['variables'])
-  except (ValueError, KeyError, TypeError) as e:
-    raise errors.UserError(f'{path}: not an exported fer_jax model '
-                           f'({type(e).__name__}: {e})') from None
-
-
-def evaluate(path=PATH, data_dir=None, splits=('validation', 'test')):
-  """{split: ten-crop accuracy} of an exported file on its prepared dataset
-  (FER2013 for the shipped one), through `Predictor` as photos go."""
-  from fer_jax import predict  # pylint: disable=g-import-not-at-top
-  from fer_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  predictor = predict.Predictor(*load(path))
+def evaluate(path=weights.SHIPPED, data_dir=None,
+             splits=('validation', 'test')):
+  """{split: `metrics.report`} of an exported file on its prepared dataset
+  (FER2013 for the shipped one), through `Predictor` as photos go (ten
+  crops), plus 'balanced_accuracy' (the mean per-class recall)."""
+  predictor = predict.Predictor.load(path)
   builder = pipeline.get_builder(predictor.config.data.name, data_dir)
-  accuracies = {}
+  num_classes = len(predictor.class_names)
+  reports = {}
   for split in splits:
     source = builder.as_data_source(split=split)
-    correct = 0
+    confusion = np.zeros((num_classes, num_classes), np.int64)
     for start in range(0, len(source), 256):
       records = [source[i] for i in range(start, min(start + 256,
                                                      len(source)))]
-      probabilities = predictor.probabilities([r['image'] for r in records])
-      correct += int(np.sum(np.argmax(probabilities, -1)
-                            == [r['label'] for r in records]))
-    accuracies[split] = correct / len(source)
-  return accuracies
+      predicted = np.argmax(predictor.probabilities(
+          [r['image'] for r in records]), -1)
+      np.add.at(confusion, ([r['label'] for r in records], predicted), 1)
+    report = metrics_lib.report(confusion, predictor.class_names)
+    report['balanced_accuracy'] = report['macro']['recall']
+    reports[split] = report
+  return reports
+
+
+def _describe(split, report):
+  recalls = ', '.join(f"{name} {c['recall']:.1%}"
+                      for name, c in report['classes'].items())
+  return (f"{split}: ten-crop accuracy {report['accuracy']:.2%}, balanced "
+          f"accuracy {report['balanced_accuracy']:.2%}, macro-F1 "
+          f"{report['macro']['f1']:.3f}; recall per class: {recalls}")
+
+
+def _record(path, model_path, reports):
+  """Updates the result file at `path` (written by hand first: title,
+  model, budget, paper...) with these figures, this commit and command."""
+  try:
+    with open(path) as f:
+      record = json.load(f)
+  except (OSError, ValueError) as e:
+    raise errors.UserError(f'--record={path}: not a readable result file '
+                           f'({e}); see fer_jax/results.py') from None
+  record['splits'] = {
+      split: {'accuracy': r['accuracy'],
+              'balanced_accuracy': r['balanced_accuracy'],
+              'macro_f1': r['macro']['f1'],
+              'recall': {n: c['recall'] for n, c in r['classes'].items()},
+              'confusion': r['confusion']}
+      for split, r in reports.items()}
+  record['provenance'] = (f'measured from {os.path.basename(model_path)} '
+                          'by the command')
+  record.pop('commit', None)
+  record.pop('command', None)
+  results.write(path, record)
+  print(f'Written to {path}')
 
 
 def main(argv):
   del argv
   f = flags.FLAGS
   if f.evaluate:
-    accuracies = errors.report(evaluate, f.output, f.data_dir,
-                               verbose=f.verbosity >= 1)
-    for split, accuracy in accuracies.items():
-      print(f'{f.output} on {split}: ten-crop accuracy {accuracy:.2%}')
+    reports = errors.report(evaluate, f.output, f.data_dir,
+                            verbose=f.verbosity >= 1)
+    for split, report in reports.items():
+      print(f'{f.output} on {_describe(split, report)}')
+    if f.record:
+      _record(f.record, f.output, reports)
     return
   if not f.workdir:
     raise app.UsageError('--workdir is required')
@@ -99,12 +112,14 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  # Defined here, not at import: fer_jax.predict imports this module.
+  # Defined here, not at import, so that other tools can import this one.
   flags.DEFINE_string('workdir', None, 'The run to export.')
   flags.DEFINE_string('checkpoint', 'selected',
                       "'selected', 'latest' or a step.")
-  flags.DEFINE_string('output', PATH, 'The file to write (or evaluate).')
+  flags.DEFINE_string('output', weights.SHIPPED, 'The file to write (or evaluate).')
   flags.DEFINE_bool('evaluate', False, 'Instead: the accuracy of --output on '
                     'its prepared dataset.')
   flags.DEFINE_string('data_dir', None, 'TFDS data_dir for --evaluate.')
+  flags.DEFINE_string('record', None, 'With --evaluate: the result file '
+                      '(results/NAME.json) to write the figures into.')
   app.run(main)

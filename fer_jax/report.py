@@ -32,29 +32,34 @@ import numpy as np
 
 from fer_jax import checkpoint
 from fer_jax import errors
+from fer_jax import eval_files
 from fer_jax import files
 from fer_jax import figures
 from fer_jax import metrics as metrics_lib
 from fer_jax import models
 from fer_jax import predict
-from fer_jax import train
+from fer_jax import weights
 from fer_jax import workdir as workdir_lib
 from fer_jax.data import pipeline
 from fer_jax.data import transforms
 from fer_jax.models import vgg
 
-_OUT = flags.DEFINE_string('out', None,
-                           'With several workdirs: write the comparison here.')
-_IMAGE = flags.DEFINE_string('image', None,
-                             'An image file for the feature-map figures.')
-_IMAGE_SPLIT = flags.DEFINE_string('image_split', 'test',
-                                   'Else the dataset split to take it from.')
-_IMAGE_INDEX = flags.DEFINE_integer('image_index', 0, '... and its index.')
-_DATA_DIR = flags.DEFINE_string('data_dir', None,
-                                'Where the dataset is, if not where the run '
-                                'read it.')
-_CHECKPOINT = flags.DEFINE_string(
-    'checkpoint', 'selected', 'Checkpoint for the feature-map figures.')
+
+def define_flags():
+  """The command's flags; defined when it runs, not at import, so that
+  other modules with flags of the same names can be imported beside it."""
+  flags.DEFINE_string('out', None,
+                      'With several workdirs: write the comparison here.')
+  flags.DEFINE_string('image', None,
+                      'An image file for the feature-map figures.')
+  flags.DEFINE_string('image_split', 'test',
+                      'Else the dataset split to take it from.')
+  flags.DEFINE_integer('image_index', 0, '... and its index.')
+  flags.DEFINE_string('data_dir', None,
+                      'Where the dataset is, if not where the run '
+                      'read it.')
+  flags.DEFINE_string(
+      'checkpoint', 'selected', 'Checkpoint for the feature-map figures.')
 
 
 def read_run(workdir):
@@ -64,13 +69,13 @@ def read_run(workdir):
     raise errors.MissingError(f'{workdir}: no checkpoints/ folder; expected '
                               'the workdir of a training run')
   mngr = checkpoint.manager(workdir, keep=1, track_best=False)
-  _, run = train.find_checkpoint(mngr, workdir, 'latest')
+  _, run = weights.find_checkpoint(mngr, workdir, 'latest')
   evals = {}
   folder = os.path.join(workdir, 'eval')
   for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
     split, extension = os.path.splitext(name)
     if extension == '.json':
-      evals[split] = train.read_report(workdir, split)
+      evals[split] = eval_files.read_report(workdir, split)
   if not evals:
     raise errors.MissingError(
         f'{workdir}/eval: no <split>.json; evaluate first: python launch.py '
@@ -157,7 +162,7 @@ def hardware_section(run):
 def metrics_section(run, evals):
   config = run['config']
   history = run['history']
-  chosen = train.selected(history, config['selection_split'])
+  chosen = weights.selected(history, config['selection_split'])
   how = (f"best {config['selection_split']} accuracy"
          if config['selection_split'] else 'the last epoch')
   lines = [f"Selected epoch {chosen['epoch']} of {config['epochs']} ({how});"
@@ -267,7 +272,7 @@ def write(workdir, image_path=None, image_split='test', image_index=0,
         record, os.path.join(folder, f'per_class_{split}.png'))))
   notes = []
   if run['config']['model']['name'] in ('vgg19', 'uvgg19'):
-    predictor = predict.Predictor.from_workdir(workdir, checkpoint_step)
+    predictor = predict.Predictor.load(workdir, checkpoint_step)
     try:
       image, what = chosen_image(predictor, data_dir, image_path,
                                  image_split, image_index)
@@ -293,7 +298,7 @@ def write(workdir, image_path=None, image_split='test', image_index=0,
              f'![{title}]({os.path.relpath(path, workdir)})', '']
   path = os.path.join(workdir, 'report.md')
   files.write(path, '\n'.join(text) + '\n')
-  chosen = train.selected(run['history'], run['config']['selection_split'])
+  chosen = weights.selected(run['history'], run['config']['selection_split'])
   row = {'run': workdir, 'model': run['config']['model']['name'],
          'epochs': f"{chosen['epoch']}/{run['config']['epochs']}"}
   for split, r in evals.items():
@@ -319,17 +324,18 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   rows = []
   for workdir in workdirs:
-    rows.append(errors.report(write, workdir, _IMAGE.value, _IMAGE_SPLIT.value,
-                              _IMAGE_INDEX.value, _DATA_DIR.value,
-                              _CHECKPOINT.value,
+    rows.append(errors.report(write, workdir, flags.FLAGS.image, flags.FLAGS.image_split,
+                              flags.FLAGS.image_index, flags.FLAGS.data_dir,
+                              flags.FLAGS.checkpoint,
                               verbose=flags.FLAGS.verbosity >= 1))
     print(f'Wrote {os.path.join(workdir, "report.md")}')
   if len(rows) > 1:
     table = comparison(rows)
     print(table, end='')
-    if _OUT.value:
-      files.write(_OUT.value, table)
+    if flags.FLAGS.out:
+      files.write(flags.FLAGS.out, table)
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

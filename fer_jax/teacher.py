@@ -23,7 +23,6 @@ Rules, all checked before any training step (`tests/test_ldl.py`):
 """
 import dataclasses
 import hashlib
-import json
 import os
 from typing import Any
 
@@ -33,6 +32,7 @@ import numpy as np
 
 from fer_jax import errors
 from fer_jax import models
+from fer_jax import weights
 
 # What a teacher expects, as `data.json` of a fer_jax.convert output holds it.
 INPUT_FIELDS = ('class_names', 'input_shape', 'augment', 'mean', 'std')
@@ -71,53 +71,17 @@ def checksum(variables):
   return digest.hexdigest()
 
 
-def _from_config(config, class_names, image_shape):
-  """What a fer_jax-trained model expects, from its run's config."""
-  return {'class_names': list(class_names),
-          'input_shape': [config.data.crop, config.data.crop,
-                          int(image_shape[-1])],
-          'augment': config.data.augment,
-          'mean': config.data.get('mean'), 'std': config.data.get('std')}
-
-
 def _read(path):
   """(model, numpy variables, expected input, step, what it is) of the
-  teacher at path."""
-  # Imported here: fer_jax.train imports this module.
-  from fer_jax import convert  # pylint: disable=g-import-not-at-top
-  from fer_jax import predict  # pylint: disable=g-import-not-at-top
-  from fer_jax import pretrained  # pylint: disable=g-import-not-at-top
-  where = f'config.ldl.teacher={path!r}'
-  if os.path.isfile(path):
-    config, names, shape, variables = pretrained.load(path)
-    model = models.create(config.model, len(names))
-    return (model, variables, _from_config(config, names, shape), None,
-            'an exported model file')
-  if os.path.isdir(os.path.join(path, 'checkpoints')):
-    p = predict.Predictor.from_workdir(path, 'selected')
-    step = p.step
-    which = ('selected on ' + p.config.selection_split
-             if p.config.get('selection_split')
-             else 'the latest; the run has no selection split')
-    model = models.create(p.config.model, len(p.class_names))
-    return (model, jax.device_get(p.variables),
-            _from_config(p.config, p.class_names, p.image_shape), step,
-            f'a training run, checkpoint step {step} ({which})')
-  if os.path.isfile(os.path.join(path, 'model.json')):
-    variables, fields = convert.load(path)
-    data_path = os.path.join(path, 'data.json')
-    if not os.path.isfile(data_path):
-      raise errors.UserError(
-          f'{where}: converted weights without class names (no data.json); '
-          'convert again with --class_names=... in the order of its outputs')
-    with open(data_path) as f:
-      expected = json.load(f)
-    num_classes = fields.pop('num_classes')
-    model = models.create(ml_collections.ConfigDict(fields), num_classes)
-    return model, variables, expected, None, 'converted weights'
-  raise errors.MissingError(
-      f'{where}: not a fer_jax workdir with checkpoints/, an exported '
-      '.msgpack file or a fer_jax.convert output')
+  teacher at path (`weights.load`)."""
+  w = weights.load(path, key='config.ldl.teacher')
+  if w.expected is None:
+    raise errors.UserError(
+        f'config.ldl.teacher={path!r}: converted weights without class names '
+        '(no data.json); convert again with --class_names=... in the order '
+        'of its outputs')
+  model = models.create(ml_collections.ConfigDict(w.model), w.num_classes)
+  return model, w.variables, w.expected, w.step, w.what
 
 
 def _normalisation(expected, data_config, channels):

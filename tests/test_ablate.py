@@ -11,8 +11,8 @@ from configs import vgg19_fer2013
 from configs import vgg19_fer2013_cpu
 from fer_jax import ablate
 from fer_jax import errors
+from fer_jax import eval_files
 from fer_jax import models
-from fer_jax import train
 
 # The U-VGG19 paper's Table 5, as it prints it: the switches on in each row.
 PAPER_TABLE_5 = {
@@ -94,7 +94,7 @@ def test_smoke_ablation_trains_evaluates_and_tabulates(smoke_ablation):
   for row in ablate.TABLES['uvgg19']:
     if row.name in ('1_none', '6_all'):
       for split, column in (('validation', -3), ('test', -2)):
-        record = train.read_report(os.path.join(workdir, row.name), split)
+        record = eval_files.read_report(os.path.join(workdir, row.name), split)
         assert record['checkpoint'] == 'selected'
         assert rows[row.name][column] == f"{100 * record['accuracy']:.2f}"
     else:

@@ -2,7 +2,9 @@
 import subprocess
 import sys
 
+from configs import vgg19_fer2013
 from conftest import REPO, run_env
+from fer_jax import bench
 
 
 def test_bench_summary_prints_every_model():
@@ -24,25 +26,29 @@ def test_bench_summary_prints_every_model():
 def test_width_table_pairs_the_steps_timed_in_the_same_round():
   # Slow spells hit different rounds of the two steps' five: the ratio of
   # their medians says 3.75x, the steps timed side by side 1.25x each time
-  # they were both fast or both slow. (In a subprocess: fer_jax.bench
-  # defines flags that another module imported by the suite defines too.)
-  script = """
-from fer_jax import bench
-ours = [1.0, 1.0, 1.0, 3.0, 3.0]
-theirs = [1.25, 3.75, 3.75, 3.75, 1.25]
-uvgg = [2.0, 2.0, 2.0, 6.0, 6.0]
-records = [bench._timed({'model': model, 'mode': 'train', 'batch': 128,
-                         'width': 0.125}, seconds)
-           for model, seconds in (('vgg19', ours), ('torch_vgg19', theirs),
-                                  ('uvgg19', uvgg))]
-print(records[0]['img_per_s'])
-print(*bench.width_table(records, [0.125]), sep='\\n')
-"""
-  result = subprocess.run([sys.executable, '-c', script], cwd=REPO,
-                          env=run_env(), capture_output=True, text=True,
-                          timeout=300, check=False)
-  assert result.returncode == 0, result.stderr[-3000:]
-  median_rate, header, _, row = result.stdout.splitlines()
-  assert median_rate == '128.0'  # the median round
+  # they were both fast or both slow.
+  ours = [1.0, 1.0, 1.0, 3.0, 3.0]
+  theirs = [1.25, 3.75, 3.75, 3.75, 1.25]
+  uvgg = [2.0, 2.0, 2.0, 6.0, 6.0]
+  records = [bench._timed({'model': model, 'mode': 'train', 'batch': 128,
+                           'width': 0.125}, seconds)
+             for model, seconds in (('vgg19', ours), ('torch_vgg19', theirs),
+                                    ('uvgg19', uvgg))]
+  assert records[0]['img_per_s'] == 128.0  # the median round
+  header, _, row = bench.width_table(records, [0.125])
   assert header.startswith('| width | VGG19 train vs PyTorch |')
   assert row == '| 0.125 | 1.25x | - | 0.50x |'
+
+
+def test_the_bench_times_the_paper_recipe_of_its_config():
+  # The package does not import configs/, so the bench states the recipe
+  # it times; it must stay configs/vgg19_fer2013.py's.
+  recipe = bench._paper_recipe()
+  config = vgg19_fer2013.get_config()
+  for section in ('optimizer', 'schedule', 'ldl', 'data'):
+    for key, value in recipe[section].items():
+      ours = tuple(value) if isinstance(value, list) else value
+      theirs = config[section][key]
+      theirs = tuple(theirs) if isinstance(theirs, list) else theirs
+      assert ours == theirs, f'{section}.{key}'
+  assert recipe.epochs == config.epochs

@@ -213,6 +213,7 @@ def test_ckplus_config_trains_folds_and_pools(ckplus_rows, tmp_path):
   from configs import uvgg_ckplus  # pylint: disable=g-import-not-at-top
   from fer_jax import pool_folds  # pylint: disable=g-import-not-at-top
   from fer_jax import train  # pylint: disable=g-import-not-at-top
+  from fer_jax import evaluation  # pylint: disable=g-import-not-at-top
   root, _ = ckplus_rows
   data_dir = str(tmp_path / 'tfds')
   prepare.prepare('ckplus', root, data_dir)
@@ -231,7 +232,7 @@ def test_ckplus_config_trains_folds_and_pools(ckplus_rows, tmp_path):
   # Another fold in fold 1's workdir would report (or train on from) fold
   # 1's run, whose training images hold fold 2's test images.
   config.data.fold = 2
-  for run in (train.train_and_evaluate, train.evaluate):
+  for run in (train.train_and_evaluate, evaluation.evaluate):
     with pytest.raises(errors.UserError, match=(
         r'holds another run: config\.data\.fold=2 \(the run has 1\)')):
       run(config, workdirs[0])

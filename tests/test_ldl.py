@@ -17,6 +17,8 @@ from conftest import tiny_config
 from fer_jax import errors
 from fer_jax import ldl
 from fer_jax import models
+from fer_jax import optim
+from fer_jax import steps
 from fer_jax import teacher as teacher_lib
 from fer_jax import train
 from fer_jax.data import fer_synth
@@ -134,17 +136,17 @@ def test_teacher_in_the_train_step_runs_in_inference_mode(tmp_path):
   teacher = _load(_export(tmp_path / 't.msgpack', variables))
   config = tiny_config(None)
   model = models.create(config.model, 7)
-  lr_fn = train.learning_rate_fn(config, 10)
-  tx = train.create_optimizer(config, lr_fn)
+  lr_fn = optim.learning_rate_fn(config, 10)
+  tx = optim.create_optimizer(config, lr_fn)
   mesh = jax.sharding.Mesh(jax.devices(), ('data',))
-  state = train.create_train_state(
+  state = steps.create_train_state(
       model, tx, SHAPE, jax.random.key(0),
       jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   rng = np.random.default_rng(3)
   batch = {'image': jnp.asarray(rng.random((8, *SHAPE)), jnp.float32),
            'label': jnp.asarray(rng.integers(0, 7, 8), jnp.int32)}
   config.ldl.update(temperature=2.0, onehot_weight=0.25)
-  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx,
+  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx,
                                    lr_fn=lr_fn, teacher=teacher,
                                    ldl_config=config.ldl))
   _, metrics = step(state, batch, jax.random.key(1), teacher.variables)

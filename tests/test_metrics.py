@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
+from sklearn import metrics as sklearn_metrics
+
 from fer_jax import metrics
 
-sklearn_metrics = pytest.importorskip('sklearn.metrics',
-                                      reason='needs scikit-learn (test-only)')
 
 
 @pytest.mark.parametrize('seed', [0, 1, 2])

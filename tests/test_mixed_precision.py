@@ -10,7 +10,8 @@ import pytest
 
 from configs import demo
 from fer_jax import models
-from fer_jax import train
+from fer_jax import optim
+from fer_jax import steps
 from fer_jax.data import fer_synth
 from fer_jax.models import batch_norm
 from fer_jax.models import cpu_conv
@@ -40,24 +41,24 @@ def setup():
   batches = [{'image': faces[i:i + BATCH, 2:46, 2:46, None] / 255.,
               'label': np.arange(i, i + BATCH) % 7}
              for i in range(0, len(faces), BATCH)]
-  lr_fn = train.learning_rate_fn(config, steps_per_epoch=100)
-  tx = train.create_optimizer(config, lr_fn)
+  lr_fn = optim.learning_rate_fn(config, steps_per_epoch=100)
+  tx = optim.create_optimizer(config, lr_fn)
   sharding = jax.sharding.NamedSharding(
       jax.sharding.Mesh(jax.devices(), ('data',)),
       jax.sharding.PartitionSpec())
-  initial = train.create_train_state(models.create(config.model, 7), tx,
+  initial = steps.create_train_state(models.create(config.model, 7), tx,
                                      (44, 44, 1), jax.random.key(0), sharding)
 
   def step(dtype):
     return jax.jit(functools.partial(
-        train.train_step, model=models.create(config.model, 7, dtype), tx=tx,
+        steps.train_step, model=models.create(config.model, 7, dtype), tx=tx,
         lr_fn=lr_fn), compiler_options=cpu_conv.compiler_options())
 
   def forward(dtype):
     # The first step's loss and batch statistics need no gradient: each
     # measurement compiles a forward pass, not a whole train step.
     return jax.jit(functools.partial(
-        train.training_loss, model=models.create(config.model, 7, dtype)),
+        steps.training_loss, model=models.create(config.model, 7, dtype)),
                    compiler_options=cpu_conv.compiler_options())
 
   forward32 = forward('float32')
@@ -133,7 +134,7 @@ def test_bounds_break_with_bfloat16_statistics(setup, monkeypatch):
 
 
 def test_bounds_break_with_a_bfloat16_loss(setup, monkeypatch):
-  monkeypatch.setattr(train, 'loss_precision',
+  monkeypatch.setattr(steps, 'loss_precision',
                       lambda logits: logits.astype(jnp.bfloat16))
   loss_diff = _deviations(setup, 'bfloat16')[0]
   print(f'bfloat16 loss: {loss_diff:.2e}')

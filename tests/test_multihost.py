@@ -21,6 +21,8 @@ import pytest
 
 from conftest import launch, launch_args, run_env, tiny_config
 from fer_jax import errors
+from fer_jax import evaluation
+from fer_jax import experiment
 from fer_jax import predict
 from fer_jax import train
 
@@ -163,9 +165,9 @@ def test_checkpoints_move_between_device_and_process_counts(runs, tmp_path):
   # prediction and the starting weights of a new run.
   with open(os.path.join(dirs['two_by_two'], 'eval', 'test.json')) as f:
     saved = json.load(f)
-  here = train.evaluate(config, dirs['two_by_two'])
+  here = evaluation.evaluate(config, dirs['two_by_two'])
   assert here['test']['confusion'] == saved['confusion']
-  predictor = predict.Predictor.from_workdir(dirs['two_by_two'])
+  predictor = predict.Predictor.load(dirs['two_by_two'])
   with open(os.path.join(dirs['two_by_two'], 'eval',
                          'test_predictions.jsonl')) as f:
     rows = [json.loads(line) for line in f]
@@ -181,14 +183,14 @@ def test_checkpoints_move_between_device_and_process_counts(runs, tmp_path):
   started.epochs = 1
   with started.unlocked():
     started.model.init_from = dirs['two_by_two']
-  ex = train.Experiment(started)
+  ex = experiment.Experiment(started)
   state = train.start_from(ex.initial_state(), ex.model,
                            started.model.init_from, ex.replicated)
   np.testing.assert_array_equal(
       state.params['Conv_0']['kernel'],
       predictor.variables['params']['Conv_0']['kernel'])
   # One device -> 1 process x 4 devices: the same confusion matrices.
-  mine = train.evaluate(config, dirs['one'])
+  mine = evaluation.evaluate(config, dirs['one'])
   launch(config, dirs['one'], xla_flags=FOUR_DEVICES, mode='eval')
   for split in ('validation', 'test'):
     with open(os.path.join(dirs['one'], 'eval', f'{split}.json')) as f:

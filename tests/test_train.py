@@ -14,7 +14,12 @@ import pytest
 from conftest import launch_args, run_env, tiny_config
 from fer_jax import checkpoint
 from fer_jax import errors
+from fer_jax import evaluation
+from fer_jax import experiment
+from fer_jax import optim
+from fer_jax import steps
 from fer_jax import train
+from fer_jax import weights
 from fer_jax.data import transforms
 
 
@@ -35,7 +40,7 @@ def _train_losses(workdir):
 
 
 def _params(workdir, config):
-  ex = train.Experiment(config)
+  ex = experiment.Experiment(config)
   mngr = ex.checkpoints(workdir)
   state = checkpoint.restore_train(mngr, mngr.latest_step(),
                                    ex.initial_state(), iter(ex.data.train))[0]
@@ -47,7 +52,7 @@ def test_step_schedule_decays_after_start_as_the_ancestor_repository():
   config.optimizer.lr = 0.01
   config.schedule.update(name='step', decay_start=80, decay_every=5,
                          decay_rate=0.9)
-  lr = train.learning_rate_fn(config, steps_per_epoch=10)
+  lr = optim.learning_rate_fn(config, steps_per_epoch=10)
   # mainpro_FER.py: lr * 0.9 ** ((epoch - 80) // 5) once epoch > 80.
   for epoch, expected in [(0, 0.01), (80, 0.01), (84, 0.01), (85, 0.009),
                           (90, 0.0081), (249, 0.01 * 0.9 ** 33)]:
@@ -57,7 +62,7 @@ def test_step_schedule_decays_after_start_as_the_ancestor_repository():
 def test_sgd_clips_elementwise_then_adds_coupled_weight_decay():
   config = tiny_config(None)
   config.optimizer.update(lr=1.0, momentum=0.0, weight_decay=0.5, clip=0.1)
-  tx = train.create_optimizer(config, optax.constant_schedule(1.0))
+  tx = optim.create_optimizer(config, optax.constant_schedule(1.0))
   params = np.array([1.0, -2.0, 4.0])
   grads = np.array([0.05, -3.0, 0.2])
   updates, _ = tx.update(grads, tx.init(params), params)
@@ -79,14 +84,14 @@ def test_training_learns_and_reports_every_epoch(reference):
 
 def test_evaluating_the_checkpoint_reproduces_the_saved_accuracy(reference):
   config, workdir, _, history = reference
-  chosen = train.selected(history, config.selection_split)
+  chosen = weights.selected(history, config.selection_split)
 
   def report(split):
     with open(os.path.join(workdir, 'eval', f'{split}.json')) as f:
       return json.load(f)
 
   at_the_end = {split: report(split) for split in ('validation', 'test')}
-  results = train.evaluate(config, workdir, checkpoint_step='selected')
+  results = evaluation.evaluate(config, workdir, checkpoint_step='selected')
   for split in ('validation', 'test'):
     assert results[split]['accuracy'] == chosen['eval'][split]['accuracy']
     assert results[split]['confusion'] == chosen['eval'][split]['confusion']
@@ -113,7 +118,7 @@ def test_run_killed_between_saves_resumes_to_the_same_parameters(
     time.sleep(0.02)
   process.send_signal(signal.SIGKILL)
   process.wait()
-  killed_at = train.Experiment(config).checkpoints(workdir).latest_step()
+  killed_at = experiment.Experiment(config).checkpoints(workdir).latest_step()
   assert killed_at in (16, 32)  # killed before the end (step 48)
 
   state, history = train.train_and_evaluate(config, workdir)
@@ -143,7 +148,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
       'data.extra_train': config.data.extra_train})
   with pytest.raises(errors.DivergedError, match='at step 49.*step 48'):
     train.train_and_evaluate(longer, str(workdir))
-  assert train.Experiment(config).checkpoints(str(workdir)).all_steps()[
+  assert experiment.Experiment(config).checkpoints(str(workdir)).all_steps()[
       -1] == 48
 
 
@@ -219,13 +224,13 @@ def test_class_weights_weight_each_image_loss_by_its_class():
   batch = {'image': np.random.default_rng(0).normal(size=(4, 3, 3, 1)),
            'label': np.array([0, 0, 0, 1])}
   variables = model.init(jax.random.key(0), batch['image'], train=False)
-  state = train.TrainState(step=0, params=variables['params'],
+  state = steps.TrainState(step=0, params=variables['params'],
                            batch_stats={}, opt_state=tx.init(
                                variables['params']))
   logits = model.apply(variables, batch['image'], train=False)
   losses = optax.softmax_cross_entropy_with_integer_labels(logits,
                                                            batch['label'])
-  _, metrics = train.train_step(state, batch, jax.random.key(1), model=model,
+  _, metrics = steps.train_step(state, batch, jax.random.key(1), model=model,
                                 tx=tx, lr_fn=lambda step: 0.1,
                                 class_weights=weights)
   np.testing.assert_allclose(metrics['loss'],

@@ -14,6 +14,8 @@ import pytest
 from conftest import REPO, launch_args, run_env, tiny_config
 from fer_jax import checkpoint
 from fer_jax import errors
+from fer_jax import evaluation
+from fer_jax import experiment
 from fer_jax import train
 from fer_jax import workdir as workdir_lib
 
@@ -43,7 +45,7 @@ def test_a_changed_field_is_another_run_for_training_and_eval(
   with pytest.raises(errors.UserError, match=pattern):
     train.train_and_evaluate(other, workdir)
   with pytest.raises(errors.UserError, match=pattern):
-    train.evaluate(other, workdir)
+    evaluation.evaluate(other, workdir)
 
 
 def test_differences_list_every_key_with_both_values():
@@ -68,11 +70,11 @@ def test_where_data_is_read_and_eval_only_fields_may_differ(finished):
   centre = tiny_config(config.data.data_dir, epochs=2,
                        **{'data.eval_crop': 'centre',
                           'data.eval_splits': ('test', 'validation')})
-  assert set(train.evaluate(centre, workdir)) == {'test', 'validation'}
+  assert set(evaluation.evaluate(centre, workdir)) == {'test', 'validation'}
   # Without the selection split: the run's own selection still holds.
   test_only = tiny_config(config.data.data_dir, epochs=2,
                           **{'data.eval_splits': ('test',)})
-  assert set(train.evaluate(test_only, workdir)) == {'test'}
+  assert set(evaluation.evaluate(test_only, workdir)) == {'test'}
   with pytest.raises(errors.UserError, match='config.data.eval_crop'):
     train.train_and_evaluate(centre, workdir)
 
@@ -106,7 +108,7 @@ def test_a_second_training_run_in_a_busy_workdir_is_refused(finished,
                        match=r'in use by another training run \(pid \d+'):
       train.train_and_evaluate(config, workdir)
     # Reading needs no lock.
-    train.evaluate(config, workdir)
+    evaluation.evaluate(config, workdir)
   train.train_and_evaluate(config, workdir)  # released
 
 
@@ -138,7 +140,7 @@ def test_diverged_state_is_never_saved_as_a_good_checkpoint(data_dir,
 
 def test_all_finite_sees_an_infinite_batch_norm_variance(finished):
   config, workdir, _ = finished
-  ex = train.Experiment(config)
+  ex = experiment.Experiment(config)
   state = ex.initial_state()
   assert checkpoint.all_finite(state)
   stats = jax.tree.map(lambda x: x.at[0].set(np.inf), state.batch_stats)
@@ -166,7 +168,7 @@ def test_a_damaged_checkpoint_is_named_and_the_one_before_taken(
   with pytest.raises(errors.UserError,
                      match=r'checkpoint step 32 in .* is damaged .*'
                      r'--checkpoint=STEP, one of \[16\]'):
-    train.evaluate(config, workdir, 'latest')
+    evaluation.evaluate(config, workdir, 'latest')
   # Training moves it aside and retrains from step 16 to the same weights.
   state, history = train.train_and_evaluate(config, workdir)
   assert os.path.isdir(os.path.join(workdir, 'damaged_checkpoints', '32'))

@@ -12,12 +12,13 @@ import grain
 import jax
 import numpy as np
 
+from fer_jax import config_check
 from fer_jax import errors
 from fer_jax.data import ckplus
 from fer_jax.data import fer2013
 from fer_jax.data import fer_synth
 from fer_jax.data import rafdb
-from fer_jax.data import stylized
+from fer_jax.data import stylized_dataset
 from fer_jax.data import transforms
 
 # Builders that need files the user downloads (FER2013, CK+, RAF-DB) are
@@ -168,12 +169,8 @@ def class_weights(source, num_classes, how):
   """
   if how == 'none':
     return None
-  if how != 'inverse_frequency':
-    raise errors.UserError(
-        f"config.data.class_weights={how!r}: expected 'none' or "
-        "'inverse_frequency'")
-  # Counted from the records (7 s for FER2013) since holdouts and folds make
-  # the training set differ from the stored split.
+  # Counted from the records, since holdouts and folds make the training set
+  # differ from the stored split.
   counts = np.bincount([int(source[i]['label']) for i in range(len(source))],
                        minlength=num_classes)
   if not counts.all():
@@ -182,25 +179,6 @@ def class_weights(source, num_classes, how):
         f'{np.flatnonzero(counts == 0).tolist()} have no '
         'training images')
   return (counts.sum() / (len(counts) * counts)).astype(np.float32)
-
-
-def check_normalisation(data_config, channels):
-  """mean and std: both None, or `channels` finite values each, std > 0."""
-  mean, std = data_config.get('mean'), data_config.get('std')
-  if (mean is None) != (std is None):
-    raise errors.UserError(
-        f'config.data.mean={mean!r}, config.data.std={std!r}: give both or '
-        'neither')
-  for key, values in (('mean', mean), ('std', std)):
-    if values is None:
-      continue
-    if (not isinstance(values, (tuple, list)) or len(values) != channels
-        or not all(isinstance(v, (int, float)) and np.isfinite(v)
-                   and (key == 'mean' or v > 0) for v in values)):
-      raise errors.UserError(
-          f'config.data.{key}={values!r}: expected {channels} finite '
-          f'value(s), one per channel of {data_config.name!r}'
-          + (', each > 0' if key == 'std' else ''))
 
 
 def mix_extra_train(train_source, data_config, features):
@@ -213,7 +191,7 @@ def mix_extra_train(train_source, data_config, features):
                        minlength=len(names))
   sources, added = [train_source], np.zeros(len(names), int)
   for name in data_config.extra_train:
-    builder = stylized.load(name, data_config)
+    builder = stylized_dataset.load(name, data_config)
     theirs = builder.info.features
     if (list(theirs['label'].names) != names
         or tuple(theirs['image'].shape) != shape):
@@ -240,16 +218,7 @@ def load(data_config, global_batch, eval_batch, seed, extra_train=True):
   stylised copies out of the training set."""
   builder = get_builder(data_config.name, data_config.data_dir)
   image_shape = builder.info.features['image'].shape
-  if data_config.augment not in ('crop', 'resized_crop'):
-    raise errors.UserError(
-        f'config.data.augment={data_config.augment!r}: expected '
-        "'crop' or 'resized_crop'")
-  if data_config.augment == 'crop' and data_config.crop > min(
-      image_shape[:2]):
-    raise errors.UserError(
-        f'config.data.crop={data_config.crop}: larger than the '
-        f'{image_shape[:2]} images of {data_config.name!r}')
-  check_normalisation(data_config, image_shape[-1])
+  config_check.check_data(data_config, image_shape)
   train_source = builder.split_source(data_config.train_split, data_config)
   note = None
   if extra_train and data_config.get('extra_train'):

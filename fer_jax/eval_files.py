@@ -1,0 +1,66 @@
+"""What an evaluation writes in a run's workdir, and reads back:
+`eval/<split>.json` (metrics of one checkpoint) and
+`eval/<split>_predictions.jsonl` (each image's class probabilities).
+
+Each file is written to a temporary name, then renamed (`files.write`), so
+that a reader never sees half of one.
+"""
+import json
+import os
+
+from fer_jax import errors
+from fer_jax import files
+from fer_jax import ldl
+from fer_jax import metrics as metrics_lib
+
+
+def _write(workdir, name, lines):
+  files.write(os.path.join(workdir, 'eval', name), lines)
+
+
+def write_predictions(workdir, split, rows, class_names):
+  """eval/<split>_predictions.jsonl: index in the split, label, class
+  probabilities of every image."""
+  _write(workdir, f'{split}_predictions.jsonl', (
+      json.dumps({'index': index, 'label': class_names[label],
+                  'probabilities': dict(zip(class_names, probabilities))})
+      + '\n' for index, label, probabilities in rows))
+
+
+def write_report(workdir, split, result, class_names, step, which, crop):
+  """eval/<split>.json: the checkpoint (`which`: 'selected', 'latest' or
+  'step', and its step), crop mode, loss, `metrics.report`'s accuracy,
+  per-class and averaged precision/recall/F1 and confusion matrices, and for
+  an LDL run the distances to the teacher."""
+  record = {'split': split, 'checkpoint': which, 'step': int(step),
+            'crop': crop, 'loss': result['loss'],
+            **metrics_lib.report(result['confusion'], class_names)}
+  if 'kl' in result:
+    record['teacher_distances'] = {name: result[name]
+                                   for name in ldl.DISTANCES}
+  _write(workdir, f'{split}.json', [json.dumps(record, indent=1)])
+
+
+def read_report(workdir, split):
+  """eval/<split>.json as `write_report` wrote it; None if there is none."""
+  path = os.path.join(workdir, 'eval', f'{split}.json')
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return None
+  except ValueError as e:
+    raise errors.UserError(
+        f'{path}: not an evaluation record ({e}); write it again with '
+        'launch.py --mode=eval (or delete it)') from e
+
+
+def accuracies(results):
+  """'split 12.34%, ...' of `Experiment.evaluate`'s results, for the log."""
+  return ', '.join(f"{split} {r['accuracy']:.2%}" for split, r in
+                   results.items())
+
+
+def distances(result):
+  """The student's distances to its teacher in one result, for the log."""
+  return ', '.join(f'{name} {result[name]:.4f}' for name in ldl.DISTANCES)
