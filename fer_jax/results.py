@@ -1,0 +1,144 @@
+"""The README's results table, generated from the committed result files.
+
+  python -m fer_jax.results            # rewrites the table in README.md
+  python -m fer_jax.results --check    # exits 1 if README.md is not current
+
+Each `results/<name>.json` is one row: what ran (config, overrides, model,
+data), on what (hardware, budget, commit), the command that measured it,
+and each split's figures; beside it the paper's figure where the paper has
+one, and whether the run was at the paper's scale (no row is, so far: the
+table says so). Commands that measure a figure write their file with
+`write` (`python -m fer_jax.pretrained --evaluate --record=...`); figures
+measured before result files existed were transcribed, and their
+`provenance` says from where. The table sits between the two markers below
+in the README and nothing else there is touched (`tests/test_results.py`
+regenerates it and compares bytes).
+"""
+import json
+import os
+import subprocess
+import sys
+
+from absl import app
+from absl import flags
+
+from fer_jax import errors
+from fer_jax import files
+
+BEGIN = '<!-- results table: python -m fer_jax.results -->'
+END = '<!-- end of results table -->'
+# Each record's keys, and what each must be.
+FIELDS = {'order': int, 'title': str, 'model': str, 'data': str,
+          'config': str, 'budget': str, 'hardware': str, 'commit': str,
+          'command': str, 'provenance': str, 'splits': dict,
+          'paper': (dict, type(None)), 'paper_scale': bool}
+
+
+def _git_commit():
+  try:
+    return subprocess.run(
+        ['git', 'rev-parse', '--short=12', 'HEAD'], capture_output=True,
+        text=True, check=True,
+        cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown (not a git checkout)'
+
+
+def write(path, record):
+  """Writes a result file; `commit` and `command` default to this
+  checkout's and this process's."""
+  record = {'commit': _git_commit(),
+            'command': ' '.join(['python', '-m', *sys.argv]), **record}
+  check(record, path)
+  files.write(path, [json.dumps(record, indent=1, sort_keys=True) + '\n'])
+
+
+def check(record, path):
+  for key, kind in FIELDS.items():
+    if not isinstance(record.get(key), kind):
+      raise errors.UserError(f'{path}: {key!r} missing or not '
+                             f'{getattr(kind, "__name__", kind)}')
+
+
+def read_all(folder):
+  """Every result file in `folder`, in their `order`."""
+  records = []
+  for name in sorted(os.listdir(folder)):
+    if not name.endswith('.json'):
+      continue
+    path = os.path.join(folder, name)
+    try:
+      with open(path) as f:
+        record = json.load(f)
+    except ValueError as e:
+      raise errors.UserError(f'{path}: not JSON ({e})') from None
+    check(record, path)
+    records.append((record['order'], name, record))
+  return [(name, record) for _, name, record in sorted(records)]
+
+
+def _percent(split, key='accuracy'):
+  value = (split or {}).get(key)
+  return '-' if value is None else f'{100 * value:.2f}'
+
+
+def table(folder):
+  """The markdown table of `folder`'s result files, with its markers."""
+  lines = [BEGIN, '',
+           '| result | model | data | budget | validation % | test % | '
+           'test balanced % | paper % |',
+           '|---|---|---|---|---|---|---|---|']
+  for name, r in read_all(folder):
+    splits = r['splits']
+    paper = r['paper']
+    if paper is None:
+      paper_cell = '-'
+    else:
+      paper_cell = f"{paper['figure']} ({paper['what']})"
+    if not r['paper_scale'] and paper is not None and splits:
+      paper_cell += '; not run at this scale here'
+    lines.append('| ' + ' | '.join([
+        f"[{r['title']}](results/{name})", r['model'], r['data'],
+        r['budget'],
+        _percent(splits.get('validation')), _percent(splits.get('test')),
+        _percent(splits.get('test'), 'balanced_accuracy'),
+        paper_cell]) + ' |')
+  return '\n'.join(lines + ['', END])
+
+
+def regenerate(readme, folder):
+  """README text with the table between the markers regenerated."""
+  with open(readme) as f:
+    text = f.read()
+  start, end = text.find(BEGIN), text.find(END)
+  if start < 0 or end < start:
+    raise errors.UserError(f'{readme}: no results markers ({BEGIN} ... '
+                           f'{END})')
+  return text[:start] + table(folder) + text[end + len(END):]
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  new = errors.report(regenerate, f.readme, f.results)
+  with open(f.readme) as current:
+    same = current.read() == new
+  if f.check:
+    if not same:
+      print(f'{f.readme}: its results table is not what {f.results}/ gives; '
+            'run python -m fer_jax.results', file=sys.stderr)
+      sys.exit(1)
+    return
+  if not same:
+    files.write(f.readme, [new])
+  print(f'{f.readme}: results table {"rewritten" if not same else "current"}')
+
+
+if __name__ == '__main__':
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  flags.DEFINE_string('readme', os.path.join(root, 'README.md'),
+                      'The README whose table to regenerate.')
+  flags.DEFINE_string('results', os.path.join(root, 'results'),
+                      'The folder of result files.')
+  flags.DEFINE_bool('check', False, 'Only check that the table is current.')
+  app.run(main)
