@@ -12,8 +12,9 @@ Run:      python -m fer_jax.data.prepare --dataset=rafdb --manual_dir=PATH
               --config.model.init_from=weights/effnet_b0_imagenet
 Hardware: one GPU (12,271 images at 224x224, 100 epochs); a 2-core CPU
           trains ~4 images/s, so on CPU only smoke runs.
-Expect:   RAF-DB test about 81.5% from ImageNet weights (the study's one-hot
-          row: 81.52%); much lower from scratch.
+Expect:   paper: RAF-DB test 81.52% (the study's one-hot row, from ImageNet
+          weights); not run at this scale here (results/
+          paper_effnet_b0_rafdb.json). Much lower from scratch.
 Sources:  EfficientFace (Zhao et al., AAAI 2021) and its repository
           (zengqunzhao/EfficientFace), whose recipe the study follows: SGD
           lr 0.1, momentum 0.9, weight decay 1e-4, batch 128, lr x0.1 every

@@ -21,8 +21,9 @@ Run:      Either teacher:
           (fer_jax/teacher.py); both are logged.
 Hardware: one GPU (100 epochs, a ResNet-50 forward pass in every step);
           CPU only for smoke runs.
-Expect:   RAF-DB test about 84.6% (the study's LDL row: 84.63%, against
-          81.52% one-hot with configs/effnet_b0_rafdb.py).
+Expect:   paper: RAF-DB test 84.63% (the study's LDL row, against 81.52%
+          one-hot with configs/effnet_b0_rafdb.py); not run at this scale
+          here.
 Sources:  EfficientFace (zengqunzhao/EfficientFace, main.py), whose recipe
           the study follows: targets softmax(teacher logits), no
           temperature (T = 1) and no one-hot mix (lambda = 0); the teacher in

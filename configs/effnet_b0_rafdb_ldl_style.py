@@ -11,8 +11,8 @@ Run:      python -m fer_jax.data.stylize --dataset=rafdb \
               --config.ldl.teacher=weights/efficientface_ldg
 Hardware: one GPU; stylising the 2,062 copies takes minutes on a CPU
           (python -m fer_jax.data.stylize prints its rate).
-Expect:   RAF-DB test about 86.3% (the study: 86.25%, against 84.63% with
-          LDL alone).
+Expect:   paper: RAF-DB test 86.25% (against 84.63% with LDL alone); not
+          run at this scale here.
 Sources:  the study's stylisation: style-transferred copies of minority-class
           training images (a watercolour and a Picasso self-portrait style)
           added to training. Its table of additions (neutral 1,234 -> 1,534,

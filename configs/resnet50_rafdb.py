@@ -5,8 +5,8 @@ Run:      python -m fer_jax.convert --from=torchvision --model=resnet50 \
           python launch.py --config=configs/resnet50_rafdb.py \
               --config.model.init_from=weights/resnet50_imagenet
 Hardware: one GPU; CPU only for smoke runs (4.1 GMACs an image).
-Expect:   RAF-DB test about 80.7% from ImageNet weights (the study's Table
-          2: 80.67%).
+Expect:   paper: RAF-DB test 80.67% from ImageNet weights (the study's
+          Table 2); not run at this scale here.
 Sources:  as configs/effnet_b0_rafdb.py (the same recipe for both backbones
           in the study); only the model differs.
 """

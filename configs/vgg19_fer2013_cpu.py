@@ -8,8 +8,9 @@ Run:      python -m fer_jax.data.prepare --dataset=fer2013 --manual_dir=PATH
 Hardware: a 2-core x86 CPU (the shipped file: 48 min of training on one
           with a 106 GFLOP/s float32 matmul, sharing it part of the time).
 Expect:   PublicTest (selection) and PrivateTest ten-crop accuracy of the
-          shipped file in the README's table (python -m fer_jax.pretrained
-          --evaluate measures it).
+          shipped file (v1) in the README's results table
+          (results/shipped_fer2013_v1.json; python -m fer_jax.pretrained
+          --evaluate --record=... measures it).
 Sources:  configs/vgg19_fer2013.py (the paper's recipe: SGD, momentum 0.9,
           weight decay 5e-4, clipping 0.1, crop 44, flip, Cutout 16, ten-crop
           test), scaled to the CPU: width 1/4 (1.3M parameters), 14 epochs

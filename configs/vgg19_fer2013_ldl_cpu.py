@@ -14,8 +14,9 @@ Run:      python launch.py --config=configs/vgg19_fer2013_ldl_cpu.py \
               --workdir=runs/small_ldl_s0 --config.ldl.teacher=runs/teacher
 Hardware: a 2-core x86 CPU, about a quarter longer than the one-hot student
           (the teacher's forward pass runs in every step).
-Expect:   the LDL rows of the README's "Label distribution learning"
-          section, beside the one-hot student at equal steps.
+Expect:   the LDL rows of the README's results table
+          (results/fer2013_ldl_seed*.json), beside the one-hot student at
+          equal steps.
 Sources:  EfficientFace (Zhao et al., AAAI 2021; zengqunzhao/EfficientFace
           main.py): targets softmax(teacher logits), T = 1, no one-hot mix,
           the teacher frozen in eval mode on the student's augmented batch.

@@ -8,9 +8,8 @@ Run:      python launch.py --config=configs/vgg19_fer2013_small_cpu.py \
               --workdir=runs/small_onehot_s0 --mode=eval \
               --config.data.eval_splits="('validation', 'test')"
 Hardware: a 2-core x86 CPU, about ten minutes.
-Expect:   the one-hot rows of the comparisons in the README's "Label
-          distribution learning" section, which name the runs that measured
-          them.
+Expect:   the one-hot rows of the README's results table
+          (results/fer2013_onehot_seed*.json).
 Sources:  configs/vgg19_fer2013_cpu.py (the shipped model's recipe: the
           paper's SGD, clipping, crop 44, flip, Cutout 16, ten-crop test,
           cosine decay of lr 0.01), halved in width (0.33M parameters) and

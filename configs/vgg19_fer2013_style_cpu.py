@@ -9,8 +9,9 @@ Run:      python -m fer_jax.data.stylize --dataset=fer2013 \
           docstring shows.
 Hardware: a 2-core x86 CPU: about 5 minutes of stylisation (3,208 faces,
           once), then about ten minutes of training.
-Expect:   the stylised rows of the README's "Stylised minority classes"
-          section, beside the one-hot student at equal steps.
+Expect:   the stylised rows of the README's results table
+          (results/fer2013_style_seed*.json), beside the one-hot student at
+          equal steps.
 Sources:  the EfficientNet study's stylisation (style-transferred copies of
           minority-class training images, offline), on FER2013: disgust has
           436 training images against happy's 7,215, so every disgust image
