@@ -27,6 +27,11 @@ _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Run directory; default runs/<config name>.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
                           'train (resuming if possible) or eval a checkpoint.')
+_ROBUSTNESS = flags.DEFINE_bool(
+    'robustness', False,
+    '--mode=eval: also evaluate each split under named shifts (zoom, '
+    'rotation, brightness, blur, JPEG, low resolution; fer_jax/robustness.py)'
+    ' into eval/<split>_robustness.json.')
 _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', 'selected',
     "--mode=eval: 'selected' (by the selection split), 'latest' or a step.")
@@ -76,12 +81,14 @@ def main(argv):
   if checkpoint not in ('selected', 'latest') and not checkpoint.isdigit():
     raise app.UsageError(f'--checkpoint={checkpoint}: expected selected, '
                          'latest or a step number')
+  if _ROBUSTNESS.value and _MODE.value != 'eval':
+    raise app.UsageError('--robustness evaluates a checkpoint: add --mode=eval')
   if _MODE.value == 'train':
     errors.report(train.train_and_evaluate, _CONFIG.value, workdir,
                   config_path, verbose=verbose)
   else:
     errors.report(evaluation.evaluate, _CONFIG.value, workdir, checkpoint,
-                  verbose=verbose)
+                  _ROBUSTNESS.value, verbose=verbose)
 
 
 if __name__ == '__main__':

@@ -23,6 +23,9 @@ def get_config():
   # epoch on every other eval split (the papers' way, labelled so). '': the
   # last epoch.
   config.selection_split = 'validation'
+  # What selects on it: 'accuracy' or 'balanced_accuracy' (the mean
+  # per-class recall, for imbalanced sets such as FER2013's disgust).
+  config.selection_metric = 'accuracy'
 
   config.data = ml_collections.ConfigDict()
   config.data.name = 'fer_synth'
@@ -41,6 +44,23 @@ def get_config():
   config.data.flip = True
   config.data.cutout_holes = 0
   config.data.cutout_length = 16
+  # Faces as a detector or another dataset gives them (fer_jax/data/
+  # transforms.py; all off by default, as in the papers). Affine: a rotation
+  # of up to +-degrees, a scale drawn from (low, high), a shift of up to this
+  # fraction of the side, the border filled by reflection.
+  config.data.rotation = 0.0
+  config.data.scale = (1.0, 1.0)
+  config.data.translation = 0.0
+  # Photometric: brightness and contrast factors in 1 +- these, a gamma in
+  # [1 / (1 + g), 1 + g].
+  config.data.brightness = 0.0
+  config.data.contrast = 0.0
+  config.data.gamma = 0.0
+  # Random erasing (Zhong et al., AAAI 2020): with this probability a
+  # rectangle of `erasing_area` of the image, aspect 0.3-3.3, filled with
+  # noise.
+  config.data.erasing = 0.0
+  config.data.erasing_area = (0.02, 0.33)
   config.data.eval_crop = 'ten'  # ten | centre
   # None: images in [0, 1]; else one value per channel, as tuples.
   config.data.mean = config_dict.placeholder(tuple)
@@ -50,6 +70,14 @@ def get_config():
   config.data.class_weights = 'none'
   config.data.workers = 0  # grain worker processes; 0 reads in-process
   config.data.threads = 4
+
+  # The training loss on one-hot labels. label_smoothing: the target is
+  # (1 - e) one-hot + e / K. logit_adjustment: tau of Menon et al. (ICLR
+  # 2021), tau * log(training class prior) added to the logits in the loss,
+  # so that the plain logits aim at balanced error.
+  config.loss = ml_collections.ConfigDict()
+  config.loss.label_smoothing = 0.0
+  config.loss.logit_adjustment = 0.0
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'vgg19'

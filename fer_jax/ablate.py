@@ -184,7 +184,7 @@ def run_row(config, workdir, eval_splits, config_file=None):
   """Trains a row (resuming it), then evaluates its selected checkpoint on
   `eval_splits` unless eval/<split>.json already holds that checkpoint."""
   _, history = train.train_and_evaluate(config, workdir, config_file)
-  step = weights.selected(history, config.selection_split)['step']
+  step = weights.selected(history, *weights.selection(config))['step']
   have = [eval_files.read_report(workdir, split) for split in eval_splits]
   if any(r is None or r['step'] != step or r['checkpoint'] != 'selected'
          for r in have):

@@ -140,6 +140,9 @@ def _paper_recipe():
                'eval_splits': ('validation', 'test'), 'augment': 'crop',
                'crop': 44, 'crop_scale': (0.08, 1.0), 'flip': True,
                'cutout_holes': 1, 'cutout_length': 16, 'eval_crop': 'ten',
+               'rotation': 0.0, 'scale': (1.0, 1.0), 'translation': 0.0,
+               'brightness': 0.0, 'contrast': 0.0, 'gamma': 0.0,
+               'erasing': 0.0, 'erasing_area': (0.02, 0.33),
                'mean': None, 'std': None, 'class_weights': 'none',
                'workers': 0, 'threads': 4}})
 

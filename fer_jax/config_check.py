@@ -21,6 +21,7 @@ OPTIMIZERS = ('sgd', 'adam')
 SCHEDULES = ('constant', 'step', 'cosine')
 AUGMENTS = ('crop', 'resized_crop')
 CLASS_WEIGHTS = ('none', 'inverse_frequency')
+SELECTION_METRICS = ('accuracy', 'balanced_accuracy')
 
 
 def _require(config, key, ok, expected):
@@ -91,6 +92,10 @@ def validate(config, training=True):
            'a weight (lambda) in [0, 1]')
   _require(config, 'ldl.reduction', lambda v: v in ldl.REDUCTIONS,
            f'one of {ldl.REDUCTIONS}')
+  _require(config, 'selection_metric', lambda v: v in SELECTION_METRICS,
+           f'one of {SELECTION_METRICS}')
+  _check_augmentations(config)
+  _check_loss(config)
   _require(config, 'optimizer.name', lambda v: v in OPTIMIZERS,
            f'one of {OPTIMIZERS}')
   _require(config, 'schedule.name', lambda v: v in SCHEDULES,
@@ -107,6 +112,43 @@ def validate(config, training=True):
     raise errors.UserError(
         f'config.selection_split={selection!r}: not one of '
         f'config.data.eval_splits={tuple(config.data.eval_splits)}')
+
+
+def _range(low, high):
+  return lambda v: (isinstance(v, (tuple, list)) and len(v) == 2
+                    and all(map(_number, v)) and low < v[0] <= v[1] <= high)
+
+
+def _check_augmentations(config):
+  _require(config, 'data.rotation', lambda v: _number(v) and 0 <= v <= 180,
+           'degrees in [0, 180]')
+  _require(config, 'data.scale', _range(0, 10),
+           '(low, high) with 0 < low <= high <= 10')
+  _require(config, 'data.translation', lambda v: _number(v) and 0 <= v <= 0.5,
+           'a fraction of the side in [0, 0.5]')
+  for key in ('data.brightness', 'data.contrast'):
+    _require(config, key, lambda v: _number(v) and 0 <= v < 1,
+             'a relative change in [0, 1)')
+  _require(config, 'data.gamma', lambda v: _number(v) and 0 <= v <= 4,
+           'a number in [0, 4] (gamma in [1/(1+g), 1+g])')
+  _require(config, 'data.erasing', lambda v: _number(v) and 0 <= v <= 1,
+           'a probability in [0, 1]')
+  _require(config, 'data.erasing_area', _range(0, 0.999),
+           '(low, high) fractions of the image with 0 < low <= high < 1')
+
+
+def _check_loss(config):
+  _require(config, 'loss.label_smoothing', lambda v: _number(v) and 0 <= v < 1,
+           'a number in [0, 1)')
+  _require(config, 'loss.logit_adjustment', lambda v: _number(v) and v >= 0,
+           'tau >= 0')
+  if config.ldl.teacher:
+    for key in ('label_smoothing', 'logit_adjustment'):
+      if config.loss[key]:
+        raise errors.UserError(
+            f'config.loss.{key}={config.loss[key]!r}: applies to one-hot '
+            'labels, and config.ldl.teacher replaces them with its '
+            'distributions; set one of the two')
 
 
 def _check_normalisation(data_config, channels):

@@ -27,13 +27,15 @@ def write_predictions(workdir, split, rows, class_names):
       + '\n' for index, label, probabilities in rows))
 
 
-def write_report(workdir, split, result, class_names, step, which, crop):
+def write_report(workdir, split, result, class_names, step, which, crop,
+                 tau=0.0):
   """eval/<split>.json: the checkpoint (`which`: 'selected', 'latest' or
-  'step', and its step), crop mode, loss, `metrics.report`'s accuracy,
-  per-class and averaged precision/recall/F1 and confusion matrices, and for
-  an LDL run the distances to the teacher."""
+  'step', and its step), crop mode, the post-hoc logit adjustment's tau (0:
+  none), loss, `metrics.report`'s accuracy, balanced accuracy, per-class and
+  averaged precision/recall/F1 and confusion matrices, and for an LDL run
+  the distances to the teacher."""
   record = {'split': split, 'checkpoint': which, 'step': int(step),
-            'crop': crop, 'loss': result['loss'],
+            'crop': crop, 'logit_adjustment_tau': tau, 'loss': result['loss'],
             **metrics_lib.report(result['confusion'], class_names)}
   if 'kl' in result:
     record['teacher_distances'] = {name: result[name]
@@ -41,9 +43,17 @@ def write_report(workdir, split, result, class_names, step, which, crop):
   _write(workdir, f'{split}.json', [json.dumps(record, indent=1)])
 
 
-def read_report(workdir, split):
-  """eval/<split>.json as `write_report` wrote it; None if there is none."""
-  path = os.path.join(workdir, 'eval', f'{split}.json')
+def write_robustness(workdir, split, record):
+  """eval/<split>_robustness.json: scores per shift (`evaluation.
+  shifted_results`), with the checkpoint step, crop and tau."""
+  _write(workdir, f'{split}_robustness.json',
+         [json.dumps(record, indent=1)])
+
+
+def read_report(workdir, split, kind=''):
+  """eval/<split><kind>.json as `write_report` (or, kind '_robustness',
+  `write_robustness`) wrote it; None if there is none."""
+  path = os.path.join(workdir, 'eval', f'{split}{kind}.json')
   try:
     with open(path) as f:
       return json.load(f)
@@ -56,9 +66,13 @@ def read_report(workdir, split):
 
 
 def accuracies(results):
-  """'split 12.34%, ...' of `Experiment.evaluate`'s results, for the log."""
-  return ', '.join(f"{split} {r['accuracy']:.2%}" for split, r in
-                   results.items())
+  """'split accuracy 12.34% (balanced 10.00%), ...' of
+  `Experiment.evaluate`'s results, for the log."""
+  return ', '.join(
+      f"{split} accuracy {r['accuracy']:.2%}"
+      + (f" (balanced {r['balanced_accuracy']:.2%})"
+         if 'balanced_accuracy' in r else '')
+      for split, r in results.items())
 
 
 def distances(result):

@@ -29,6 +29,12 @@ from fer_jax.data import pipeline
 from fer_jax.models import cpu_conv
 
 
+def log_prior(class_counts):
+  """log of each class's share of the training images (float32)."""
+  counts = np.asarray(class_counts, np.float64)
+  return np.log(counts / counts.sum()).astype(np.float32)
+
+
 def log(message):
   """A line on the console of process 0, above the progress bar."""
   if jax.process_index() == 0:
@@ -38,7 +44,9 @@ def log(message):
 class Experiment:
   """What training and evaluation share: mesh, data, model, jitted steps."""
 
-  def __init__(self, config, training=True):
+  def __init__(self, config, training=True, count_classes=False):
+    """`count_classes`: count the training set's classes (`data.class_counts`)
+    even when training does not need them (post-hoc logit adjustment)."""
     config_check.validate(config, training)
     self.config = config
     self.mesh = Mesh(jax.devices(), ('data',))
@@ -47,7 +55,9 @@ class Experiment:
     # Evaluation needs no stylised training copies (nor their files).
     self.data = pipeline.load(config.data, config.batch_size,
                               config.eval_batch_size, config.seed,
-                              extra_train=training)
+                              extra_train=training,
+                              count_classes=count_classes or bool(
+                                  config.loss.logit_adjustment))
     self.steps_per_epoch = self.data.train_size // config.batch_size
     if not self.steps_per_epoch:
       raise errors.UserError(
@@ -55,6 +65,12 @@ class Experiment:
           f'the {self.data.train_size} training images')
     self.total_steps = config.epochs * self.steps_per_epoch
     num_classes = len(self.data.class_names)
+    self.num_classes = num_classes
+    # Menon et al.'s training-time shift: tau * log(training class prior).
+    self.logit_shift = None
+    if config.loss.logit_adjustment:
+      self.logit_shift = (config.loss.logit_adjustment
+                          * log_prior(self.data.class_counts))
     self.model = models.create(config.model, num_classes, config.dtype)
     self.lr_fn = optim.learning_rate_fn(config, self.steps_per_epoch)
     self.tx = optim.create_optimizer(config, self.lr_fn)
@@ -72,27 +88,35 @@ class Experiment:
         compiler_options=cpu_conv.compiler_options())
 
   def initial_state(self, abstract=False):
-    return steps.create_train_state(self.model, self.tx, self.data.input_shape,
-                              jax.random.key(self.config.seed),
-                              self.replicated, abstract)
+    return steps.create_train_state(
+        self.model, self.tx, self.data.input_shape,
+        jax.random.key(self.config.seed), self.replicated, abstract)
 
   def global_batch(self, local_batch):
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(
             self.batch_sharding, x), local_batch)
 
-  def evaluate(self, variables, predictions=False):
-    """{split: {'accuracy', 'loss', 'confusion'}} over every eval split.
+  def evaluate(self, variables, predictions=False, logit_shift=None,
+               datasets=None):
+    """{split: {'accuracy', 'balanced_accuracy', 'loss', 'confusion'}} over
+    every eval split (or each of `datasets`, {name: batches as
+    `pipeline.eval_dataset` makes them}), of the logits plus `logit_shift`
+    (per class; None: zeros), the post-hoc adjustment of
+    `fer_jax.logit_adjustment`.
 
     With `predictions`, each split's result also holds 'predictions':
     (index in the split, label, probabilities) of every image, in order.
     """
+    shift = jax.device_put(
+        np.zeros(self.num_classes, np.float32) if logit_shift is None
+        else np.asarray(logit_shift, np.float32), self.replicated)
     results = {}
-    for split, dataset in self.data.evals.items():
+    for split, dataset in (datasets or self.data.evals).items():
       totals, images = None, []
       for batch in dataset:
         batch = self.global_batch(batch)
-        out = self.eval_step(variables, batch, self.teacher_variables)
+        out = self.eval_step(variables, batch, shift, self.teacher_variables)
         if predictions:
           images.append({'index': batch['index'], 'label': batch['label'],
                          'mask': batch['mask'],
@@ -104,6 +128,7 @@ class Experiment:
       count = max(confusion.sum(), 1)
       results[split] = {
           'accuracy': metrics_lib.accuracy(confusion),
+          'balanced_accuracy': metrics_lib.balanced_accuracy(confusion),
           'loss': float(totals['loss'] / count),
           'confusion': confusion.tolist(),
       }

@@ -15,6 +15,17 @@ def accuracy(confusion):
   return float(np.trace(confusion) / max(np.sum(confusion), 1))
 
 
+def balanced_accuracy(confusion):
+  """The mean recall over the classes present (rows with support), as
+  scikit-learn's balanced_accuracy_score."""
+  confusion = np.asarray(confusion)
+  support = confusion.sum(axis=1)
+  present = support > 0
+  if not present.any():
+    return 0.0
+  return float(np.mean(np.diag(confusion)[present] / support[present]))
+
+
 def report(confusion, class_names):
   """Per-class precision, recall, F1 and support, their macro, micro and
   weighted averages, and the confusion matrix as counts and as rows that
@@ -46,6 +57,7 @@ def report(confusion, class_names):
   rows = np.maximum(support, 1)[:, None]
   return {
       'accuracy': micro,
+      'balanced_accuracy': balanced_accuracy(confusion),
       'classes': {
           name: {'precision': float(precision[c]), 'recall': float(recall[c]),
                  'f1': float(f1[c]), 'support': int(support[c])}

@@ -36,6 +36,7 @@ from PIL import Image
 from PIL import ImageOps
 import tqdm
 
+from fer_jax import annotate
 from fer_jax import errors
 from fer_jax import faces
 from fer_jax import models
@@ -76,16 +77,22 @@ def read_image(path):
 class Predictor:
   """A trained model with its config's preprocessing; see the module doc."""
 
-  def __init__(self, config, class_names, image_shape, variables):
+  def __init__(self, config, class_names, image_shape, variables,
+               logit_shift=None):
+    """`logit_shift`: added to the logits (a post-hoc logit adjustment,
+    `fer_jax.logit_adjustment`), None for none."""
     self.config = config
     self.class_names = tuple(class_names)
     self.image_shape = tuple(image_shape)
     self.variables = jax.device_put(variables)
+    self.logit_shift = jax.device_put(
+        np.zeros(len(class_names), np.float32) if logit_shift is None
+        else np.asarray(logit_shift, np.float32))
     self.transform = transforms.eval_transform(config.data)
     model = models.create(config.model, len(class_names))
-    self._logits = jax.jit(
-        lambda v, x: jax.nn.softmax(
-            steps.crop_averaged_logits(v, x, model=model)),
+    self._probabilities = jax.jit(
+        lambda v, shift, x: jax.nn.softmax(
+            steps.crop_averaged_logits(v, x, model=model) + shift),
         compiler_options=cpu_conv.compiler_options())
 
   @classmethod
@@ -98,7 +105,8 @@ class Predictor:
       raise errors.UserError(
           f'{path}: converted weights carry no preprocessing to predict '
           'with; train from them (--config.model.init_from) or export a run')
-    predictor = cls(w.config, w.class_names, w.image_shape, w.variables)
+    predictor = cls(w.config, w.class_names, w.image_shape, w.variables,
+                    w.logit_shift)
     predictor.step = w.step  # which checkpoint it is, for the log
     return predictor
 
@@ -122,8 +130,8 @@ class Predictor:
       padded = np.concatenate(
           [chunk, np.zeros((size - len(chunk), *chunk.shape[1:]),
                            chunk.dtype)])
-      out.append(np.asarray(self._logits(self.variables, padded))[
-          :len(chunk)])
+      out.append(np.asarray(self._probabilities(
+          self.variables, self.logit_shift, padded))[:len(chunk)])
     return np.concatenate(out)
 
   def predict(self, images, detect=True):
@@ -211,7 +219,6 @@ def _run_image(predictor, path, detect, out):
   image = read_image(path)
   record = {'path': path, 'faces': predictor.predict([image], detect)[0]}
   if out:
-    from fer_jax import annotate  # pylint: disable=g-import-not-at-top
     annotate.save(annotate.draw(image, record['faces']),
                   _output_path(out, path))
   return [record]
@@ -228,7 +235,6 @@ def _run_video(predictor, path, detect, out, stride, bar):
     records.append(record)
     bar.update()
     if out:
-      from fer_jax import annotate  # pylint: disable=g-import-not-at-top
       writer = writer or annotate.VideoWriter(
           _output_path(out, path, '.mp4'), fps / stride, frame.shape)
       writer.write(annotate.draw(frame, record['faces']))

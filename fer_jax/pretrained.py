@@ -30,11 +30,12 @@ from fer_jax import weights
 from fer_jax.data import pipeline
 
 def export(workdir, output=weights.SHIPPED, checkpoint_step='selected'):
-  """Writes the run's checkpoint to `output`."""
+  """Writes the run's checkpoint, and its post-hoc logit adjustment if one
+  was recorded, to `output`; returns `output`."""
   w = weights.load(workdir, checkpoint_step, key='--workdir')
   if w.config is None:
     raise errors.UserError(f'--workdir={workdir}: not a training run')
-  files.write(output, weights.export_record(w))
+  return files.write(output, weights.export_record(w))
 
 
 def evaluate(path=weights.SHIPPED, data_dir=None,

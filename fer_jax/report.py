@@ -74,8 +74,11 @@ def read_run(workdir):
   folder = os.path.join(workdir, 'eval')
   for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
     split, extension = os.path.splitext(name)
-    if extension == '.json':
+    if extension == '.json' and not split.endswith('_robustness'):
       evals[split] = eval_files.read_report(workdir, split)
+      shifted = eval_files.read_report(workdir, split, '_robustness')
+      if shifted is not None:
+        evals[split]['robustness'] = shifted
   if not evals:
     raise errors.MissingError(
         f'{workdir}/eval: no <split>.json; evaluate first: python launch.py '
@@ -162,17 +165,21 @@ def hardware_section(run):
 def metrics_section(run, evals):
   config = run['config']
   history = run['history']
-  chosen = weights.selected(history, config['selection_split'])
-  how = (f"best {config['selection_split']} accuracy"
-         if config['selection_split'] else 'the last epoch')
+  split, metric = weights.selection(config)
+  chosen = weights.selected(history, split, metric)
+  how = (f"best {split} {metric.replace('_', ' ')}" if split
+         else 'the last epoch')
   lines = [f"Selected epoch {chosen['epoch']} of {config['epochs']} ({how});"
            ' the figures below are of the checkpoint each eval file names.',
-           '', '| split | checkpoint | crop | accuracy % | macro P | macro R '
+           '', '| split | checkpoint | crop | accuracy % | macro P | macro R (balanced accuracy) '
            '| macro F1 | weighted F1 | loss |', '|---|---|---|---|---|---|---|'
            '---|---|']
   for split, r in evals.items():
     lines.append(
-        f"| {split} | {r['checkpoint']} step {r['step']} | {r['crop']} | "
+        f"| {split} | {r['checkpoint']} step {r['step']}"
+        + (f", logit adjustment tau {r['logit_adjustment_tau']:g}"
+           if r.get('logit_adjustment_tau') else '')
+        + f" | {r['crop']} | "
         f"{_percent(r['accuracy'])} | {_percent(r['macro']['precision'])} | "
         f"{_percent(r['macro']['recall'])} | {_percent(r['macro']['f1'])} | "
         f"{_percent(r['weighted']['f1'])} | {r['loss']:.4f} |")
@@ -200,6 +207,25 @@ def metrics_section(run, evals):
     lines += [f"| {name} | {_percent(c['precision'])} | "
               f"{_percent(c['recall'])} | {_percent(c['f1'])} | "
               f"{c['support']} |" for name, c in r['classes'].items()]
+  for split, r in evals.items():
+    if 'robustness' in r:
+      lines += ['', *robustness_section(split, r['robustness'])]
+  return lines
+
+
+def robustness_section(split, record):
+  """The table of eval/<split>_robustness.json."""
+  seen = {True: 'yes', False: 'no (unseen)', None: '-'}
+  lines = [f"Under shifts, {split} (checkpoint step {record['step']}, "
+           f"{record['crop']}-crop; `launch.py --mode=eval --robustness`):",
+           '', '| shift | what | in training | accuracy % | balanced % | '
+           'macro F1 % |', '|---|---|---|---|---|---|']
+  for name, r in record['shifts'].items():
+    lines.append(f"| {name} | {r['what']} | "
+                 f"{seen[r['augmented_in_training']]} | "
+                 f"{_percent(r['accuracy'])} | "
+                 f"{_percent(r['balanced_accuracy'])} | "
+                 f"{_percent(r['macro_f1'])} |")
   return lines
 
 
@@ -298,7 +324,7 @@ def write(workdir, image_path=None, image_split='test', image_index=0,
              f'![{title}]({os.path.relpath(path, workdir)})', '']
   path = os.path.join(workdir, 'report.md')
   files.write(path, '\n'.join(text) + '\n')
-  chosen = weights.selected(run['history'], run['config']['selection_split'])
+  chosen = weights.selected(run['history'], *weights.selection(run['config']))
   row = {'run': workdir, 'model': run['config']['model']['name'],
          'epochs': f"{chosen['epoch']}/{run['config']['epochs']}"}
   for split, r in evals.items():

@@ -2,6 +2,8 @@
 
   python -m fer_jax.results            # rewrites the table in README.md
   python -m fer_jax.results --check    # exits 1 if README.md is not current
+  python -m fer_jax.results --from_run=runs/RUN --record=results/NAME.json \
+      --title='...'                    # a training run's figures
 
 Each `results/<name>.json` is one row: what ran (config, overrides, model,
 data), on what (hardware, budget, commit), the command that measured it,
@@ -117,9 +119,51 @@ def regenerate(readme, folder):
   return text[:start] + table(folder) + text[end + len(END):]
 
 
+def from_run(workdir, path, title, notes=''):
+  """Writes the result file of a training run: each eval/<split>.json's
+  figures (the selected checkpoint's), its config, budget (epochs, width,
+  wall time of its training sessions) and hardware from its run record.
+  Imported here: reading a run needs JAX, regenerating the table does not."""
+  from fer_jax import report  # pylint: disable=g-import-not-at-top
+  run, evals, _ = report.read_run(workdir)
+  config = run['config']
+  seconds = sum(s.get('seconds', 0) for s in run.get('sessions', []))
+  hardware = run['sessions'][-1]['hardware'] if run.get('sessions') else {}
+  model = config['model']
+  record = {
+      'order': 50, 'title': title,
+      'model': f"{model['name']} at width {model.get('width', 1.0):g}",
+      'data': config['data']['name'],
+      'config': run.get('config_file') or '-',
+      'budget': f"{config['epochs']} epochs, {seconds / 60:.0f} min",
+      'hardware': (f"{hardware.get('cpu', '?')}, {hardware.get('cpu_count')} "
+                   'cores' if hardware else '-'),
+      'provenance': f'measured by training in {os.path.basename(workdir)}'
+                    + (f'; {notes}' if notes else ''),
+      'config_dict': config,
+      'splits': {split: {'accuracy': r['accuracy'],
+                         'balanced_accuracy': r.get('balanced_accuracy',
+                                                    r['macro']['recall']),
+                         'macro_f1': r['macro']['f1'],
+                         'recall': {n: c['recall']
+                                    for n, c in r['classes'].items()},
+                         'step': r['step']}
+                 for split, r in evals.items()},
+      'paper': None, 'paper_scale': False}
+  write(path, record)
+  return record
+
+
 def main(argv):
   del argv
   f = flags.FLAGS
+  if f.from_run:
+    if not f.record or not f.title:
+      raise app.UsageError('--from_run needs --record=results/NAME.json and '
+                           '--title')
+    errors.report(from_run, f.from_run, f.record, f.title, f.notes)
+    print(f'Written to {f.record}')
+    return
   new = errors.report(regenerate, f.readme, f.results)
   with open(f.readme) as current:
     same = current.read() == new
@@ -141,4 +185,9 @@ if __name__ == '__main__':
   flags.DEFINE_string('results', os.path.join(root, 'results'),
                       'The folder of result files.')
   flags.DEFINE_bool('check', False, 'Only check that the table is current.')
+  flags.DEFINE_string('from_run', None, 'Instead: write the result file of '
+                      'this training run (--record, --title, --notes).')
+  flags.DEFINE_string('record', None, 'The result file to write.')
+  flags.DEFINE_string('title', None, 'Its row title.')
+  flags.DEFINE_string('notes', '', 'What else to say of its provenance.')
   app.run(main)

@@ -44,19 +44,36 @@ def create_train_state(model, tx, input_shape, rng, sharding,
                  compiler_options=cpu_conv.init_compiler_options())(rng)
 
 
+def one_hot_loss(logits, labels, label_smoothing=0.0, logit_shift=None):
+  """Each image's cross-entropy with its label.
+
+  `logit_shift` (per class: tau * log of the training class prior) is added
+  to the logits first: Menon et al.'s logit-adjusted loss (ICLR 2021),
+  whose minimiser's plain logits aim at balanced error, so that frequent
+  classes must win by a margin. `label_smoothing` e mixes the one-hot target
+  with the uniform: (1 - e) one-hot + e / K.
+  """
+  if logit_shift is not None:
+    logits = logits + logit_shift
+  if not label_smoothing:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  return optax.softmax_cross_entropy(logits, optax.smooth_labels(
+      jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing))
+
+
 def training_loss(params, batch_stats, batch, rng, target=None, *, model,
-                  class_weights=None, reduction=None):
+                  class_weights=None, reduction=None, label_smoothing=0.0,
+                  logit_shift=None):
   """What `train_step` differentiates: the batch's mean loss in training mode
   (dropout from `rng`, batch statistics), with (float32 logits, the updated
   running statistics). `target`: distributions to learn (fer_jax.ldl, with
-  its `reduction`) instead of the labels."""
+  its `reduction`) instead of the labels (`one_hot_loss`)."""
   logits, updates = model.apply(
       {'params': params, 'batch_stats': batch_stats}, batch['image'],
       train=True, rngs={'dropout': rng}, mutable=['batch_stats'])
   logits = loss_precision(logits)
   if target is None:
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits,
-                                                           batch['label'])
+    loss = one_hot_loss(logits, batch['label'], label_smoothing, logit_shift)
   else:
     loss = ldl.per_image_loss(logits, target, reduction)
   if class_weights is not None:
@@ -65,11 +82,13 @@ def training_loss(params, batch_stats, batch, rng, target=None, *, model,
 
 
 def train_step(state, batch, rng, teacher_variables=None, *, model, tx, lr_fn,
-               class_weights=None, teacher=None, ldl_config=None):
+               class_weights=None, teacher=None, ldl_config=None,
+               label_smoothing=0.0, logit_shift=None):
   """One SGD step on a global batch; returns the new state and scalars.
 
   `class_weights` (one per class, or None) weight each image's loss by its
-  label's weight. With a `teacher` (fer_jax.teacher, its variables an
+  label's weight; `label_smoothing` and `logit_shift` shape the one-hot
+  loss (`one_hot_loss`). With a `teacher` (fer_jax.teacher, its variables an
   argument) the targets are its distributions on this very batch
   (fer_jax.ldl, `ldl_config` = config.ldl) instead of the labels.
   """
@@ -83,7 +102,8 @@ def train_step(state, batch, rng, teacher_variables=None, *, model, tx, lr_fn,
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(
       training_loss, has_aux=True)(
           state.params, state.batch_stats, batch, rng, target, model=model,
-          class_weights=class_weights, reduction=reduction)
+          class_weights=class_weights, reduction=reduction,
+          label_smoothing=label_smoothing, logit_shift=logit_shift)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(
       step=state.step + 1, params=optax.apply_updates(state.params, updates),
@@ -117,12 +137,15 @@ def crop_averaged_logits(variables, images, *, model):
   return logits.reshape(images.shape[0], -1, logits.shape[-1]).mean(axis=1)
 
 
-def eval_step(variables, batch, teacher_variables=None, *, model, num_classes,
-              teacher=None, temperature=1.0):
-  """Masked confusion matrix and loss sum, and each image's probabilities;
-  with a teacher, the masked sums of each `ldl.DISTANCES` between its
+def eval_step(variables, batch, logit_shift, teacher_variables=None, *, model,
+              num_classes, teacher=None, temperature=1.0):
+  """Masked confusion matrix and loss sum, and each image's probabilities,
+  of the crop-averaged logits plus `logit_shift` (per class: a post-hoc
+  logit adjustment, `fer_jax.logit_adjustment`; zeros for none); with a
+  teacher, the masked sums of each `ldl.DISTANCES` between its
   (crop-averaged, T-softened) distribution and the student's."""
-  logits = crop_averaged_logits(variables, batch['image'], model=model)
+  logits = crop_averaged_logits(variables, batch['image'],
+                                model=model) + logit_shift
   mask = batch['mask'].astype(jnp.float32)
   truth = jax.nn.one_hot(batch['label'], num_classes) * mask[:, None]
   predicted = jax.nn.one_hot(jnp.argmax(logits, -1), num_classes)

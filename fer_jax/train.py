@@ -112,11 +112,11 @@ def _last_good(mngr, workdir):
   return f'The last good checkpoint (step {step}) is kept in {workdir}.'
 
 
-def summary(history, selection_split):
+def summary(history, selection_split, metric='accuracy'):
   """Final report lines: the selected epoch, and the papers' optimistic way."""
-  chosen = weights.selected(history, selection_split)
-  how = (f'best {selection_split} accuracy' if selection_split else
-         'last epoch, no selection split')
+  chosen = weights.selected(history, selection_split, metric)
+  how = (f"best {selection_split} {metric.replace('_', ' ')}"
+         if selection_split else 'last epoch, no selection split')
   lines = [f"Selected epoch {chosen['epoch']} ({how}, checkpoint step "
            f"{chosen['step']}): {eval_files.accuracies(chosen['eval'])}"]
   for split in chosen['eval']:
@@ -162,9 +162,11 @@ def _train(ex, workdir, config_file):
     log(ex.data.train_note)
   writer = metrics_lib.MetricWriter(workdir, resume_step=start)
   step_fn = jax.jit(
-      functools.partial(steps.train_step, model=ex.model, tx=ex.tx, lr_fn=ex.lr_fn,
-                        class_weights=ex.data.class_weights,
-                        teacher=ex.teacher, ldl_config=config.ldl),
+      functools.partial(steps.train_step, model=ex.model, tx=ex.tx,
+                        lr_fn=ex.lr_fn, class_weights=ex.data.class_weights,
+                        teacher=ex.teacher, ldl_config=config.ldl,
+                        label_smoothing=config.loss.label_smoothing,
+                        logit_shift=ex.logit_shift),
       donate_argnums=0, compiler_options=cpu_conv.compiler_options())
   rng = jax.random.key(config.seed + 1)
   pending = []  # (step, device metrics) not yet fetched
@@ -210,8 +212,8 @@ def _train(ex, workdir, config_file):
         writer.write(step, {f'{split}/{k}': v for split, r in results.items()
                             for k, v in r.items()})
         log(f'epoch {epoch}/{config.epochs} step {step}: '
-             f'{config.data.eval_crop}-crop accuracy {eval_files.accuracies(results)}')
-        selection = (results[config.selection_split]['accuracy']
+            f'{config.data.eval_crop}-crop {eval_files.accuracies(results)}')
+        selection = (results[config.selection_split][config.selection_metric]
                      if config.selection_split else None)
         session.update(last_step=step,
                        seconds=round(time.monotonic() - session_start, 1))
@@ -225,13 +227,15 @@ def _train(ex, workdir, config_file):
                         selection)
   writer.close()
   if history:
-    for line in summary(history, config.selection_split):
+    for line in summary(history, config.selection_split,
+                        config.selection_metric):
       log(line)
-    chosen = weights.selected(history, config.selection_split)
+    chosen = weights.selected(history, config.selection_split,
+                              config.selection_metric)
     if jax.process_index() == 0:
       for split, result in chosen['eval'].items():
-        eval_files.write_report(workdir, split, result, ex.data.class_names,
-                     chosen['step'],
-                     'selected' if config.selection_split else 'latest',
-                     config.data.eval_crop)
+        eval_files.write_report(
+            workdir, split, result, ex.data.class_names, chosen['step'],
+            'selected' if config.selection_split else 'latest',
+            config.data.eval_crop)
   return state, history

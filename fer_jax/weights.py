@@ -34,6 +34,8 @@ from fer_jax import models
 # writes it; `fer_jax.predict` uses it by default).
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                        'pretrained', 'fer2013.msgpack')
+# A run's post-hoc logit adjustment, in its workdir (fer_jax.logit_adjustment).
+LOGIT_ADJUSTMENT = 'logit_adjustment.json'
 
 @dataclasses.dataclass(frozen=True)
 class Weights:
@@ -48,19 +50,31 @@ class Weights:
   image_shape: tuple | None  # as its dataset stores images
   step: int | None  # the checkpoint's, for a workdir
   what: str  # for the log: which kind, which checkpoint
+  # Added to the logits wherever the model is used: a post-hoc logit
+  # adjustment (-tau log prior per class), None for none; `tau` its tau.
+  logit_shift: np.ndarray | None = None
+  tau: float = 0.0
 
   @property
   def class_names(self):
     return tuple(self.expected['class_names']) if self.expected else None
 
 
-def selected(history, selection_split):
-  """The history entry chosen by `selection_split` (else the last one)."""
+def selected(history, selection_split, metric='accuracy'):
+  """The history entry with the best `metric` on `selection_split` (else
+  the last one)."""
   if not selection_split:
     return history[-1]
   # Ties go to the later epoch, as orbax's best-checkpoint policy breaks them.
-  return max(history, key=lambda h: (h['eval'][selection_split]['accuracy'],
+  return max(history, key=lambda h: (h['eval'][selection_split][metric],
                                      h['step']))
+
+
+def selection(config):
+  """(split, metric) a saved run's config selects with; runs saved before
+  `selection_metric` existed selected on accuracy."""
+  return (config['selection_split'],
+          config.get('selection_metric', 'accuracy'))
 
 
 def _latest_run(mngr, steps, log):
@@ -82,7 +96,7 @@ def find_checkpoint(mngr, workdir, checkpoint_step='selected', log=print):
                               'train first, or check the workdir')
   run = _latest_run(mngr, steps, log)
   if checkpoint_step == 'selected':
-    step = selected(run['history'], run['config']['selection_split'])['step']
+    step = selected(run['history'], *selection(run['config']))['step']
   elif checkpoint_step == 'latest':
     step = steps[-1]
   else:
@@ -105,6 +119,22 @@ def restore_variables(mngr, step, abstract):
         if others else f'{e}; no other checkpoint to read') from e
 
 
+def read_logit_adjustment(workdir):
+  """(logit shift, tau) recorded in a run's workdir, or (None, 0.0)."""
+  path = os.path.join(workdir, LOGIT_ADJUSTMENT)
+  if not os.path.exists(path):
+    return None, 0.0
+  try:
+    with open(path) as f:
+      record = json.load(f)
+    return np.asarray(record['logit_shift'], np.float32), float(record['tau'])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise errors.UserError(
+        f'{path}: not a logit adjustment record ({e}); write it again with '
+        f'python -m fer_jax.logit_adjustment --workdir={workdir} (or delete '
+        'it)') from None
+
+
 def expected_input(config, class_names, image_shape):
   """What a fer_jax-trained model expects, from its run's config."""
   return {'class_names': list(class_names),
@@ -118,13 +148,18 @@ def _model_fields(config):
   return {k: v for k, v in config.model.to_dict().items() if k != 'init_from'}
 
 
-def _from_run(config, class_names, image_shape, variables, step, what):
+def _from_run(config, class_names, image_shape, variables, step, what,
+              logit_shift=None, tau=0.0):
+  if logit_shift is not None and len(logit_shift) != len(class_names):
+    raise errors.UserError(f'{what}: a logit shift of {len(logit_shift)} '
+                           f'values for {len(class_names)} classes')
   return Weights(
       variables={'params': variables['params'],
                  'batch_stats': variables.get('batch_stats', {})},
       model=_model_fields(config), num_classes=len(class_names),
       expected=expected_input(config, class_names, image_shape),
-      config=config, image_shape=tuple(image_shape), step=step, what=what)
+      config=config, image_shape=tuple(image_shape), step=step, what=what,
+      logit_shift=logit_shift, tau=tau)
 
 
 def _workdir(workdir, checkpoint_step, log):
@@ -152,8 +187,12 @@ def _workdir(workdir, checkpoint_step, log):
            if checkpoint_step == 'selected' and config.get('selection_split')
            else 'the latest' if checkpoint_step in ('selected', 'latest')
            else 'as asked')
+  shift, tau = read_logit_adjustment(workdir)
+  what = f'a training run, checkpoint step {step} ({which})'
+  if shift is not None:
+    what += f', logit adjustment tau {tau:g}'
   return _from_run(config, names, image_shape, jax.device_get(variables),
-                   step, f'a training run, checkpoint step {step} ({which})')
+                   step, what, shift, tau)
 
 
 def read_exported(path):
@@ -161,10 +200,14 @@ def read_exported(path):
   try:
     with open(path, 'rb') as f:
       record = flax.serialization.msgpack_restore(f.read())
+    shift = record.get('logit_shift')  # absent from files before it existed
     return {'config': ml_collections.ConfigDict(json.loads(record['config'])),
             'class_names': record['class_names'],
             'image_shape': record['image_shape'],
-            'variables': record['variables']}
+            'variables': record['variables'],
+            'logit_shift': None if shift is None else np.asarray(
+                shift, np.float32),
+            'tau': float(record.get('tau', 0.0))}
   except (ValueError, KeyError, TypeError) as e:
     raise errors.UserError(f'{path}: not an exported fer_jax model '
                            f'({type(e).__name__}: {e})') from None
@@ -172,18 +215,24 @@ def read_exported(path):
 
 def export_record(w):
   """The msgpack bytes of a run's `Weights` (see `read_exported`)."""
-  return flax.serialization.msgpack_serialize({
-      'config': json.dumps(w.config.to_dict()),
-      'class_names': list(w.class_names),
-      'image_shape': list(w.image_shape),
-      'variables': jax.tree.map(np.asarray, w.variables)})
+  record = {'config': json.dumps(w.config.to_dict()),
+            'class_names': list(w.class_names),
+            'image_shape': list(w.image_shape),
+            'variables': jax.tree.map(np.asarray, w.variables)}
+  if w.logit_shift is not None:
+    record.update(logit_shift=np.asarray(w.logit_shift, np.float32),
+                  tau=w.tau)
+  return flax.serialization.msgpack_serialize(record)
 
 
 def _exported(path):
   record = read_exported(path)
+  what = 'an exported model file'
+  if record['logit_shift'] is not None:
+    what += f", logit adjustment tau {record['tau']:g}"
   return _from_run(record['config'], record['class_names'],
-                   record['image_shape'], record['variables'], None,
-                   'an exported model file')
+                   record['image_shape'], record['variables'], None, what,
+                   record['logit_shift'], record['tau'])
 
 
 def _converted(path):

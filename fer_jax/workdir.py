@@ -38,8 +38,14 @@ MAY_DIFFER_IN_EVAL = MAY_DIFFER + ('data.eval_crop', 'data.eval_splits',
 _ABSENT = '<absent>'
 # Fields added after runs were saved without them: absent means this value,
 # the behaviour those runs had.
-ADDED = {'dtype': 'float32', 'data.extra_train': [], 'ldl.teacher': None, 'ldl.temperature': 1.0,
-         'ldl.onehot_weight': 0.0, 'ldl.reduction': 'class_mean'}
+ADDED = {'dtype': 'float32', 'data.extra_train': [], 'ldl.teacher': None,
+         'ldl.temperature': 1.0, 'ldl.onehot_weight': 0.0,
+         'ldl.reduction': 'class_mean', 'selection_metric': 'accuracy',
+         'loss.label_smoothing': 0.0, 'loss.logit_adjustment': 0.0,
+         'data.rotation': 0.0, 'data.scale': [1.0, 1.0],
+         'data.translation': 0.0, 'data.brightness': 0.0,
+         'data.contrast': 0.0, 'data.gamma': 0.0, 'data.erasing': 0.0,
+         'data.erasing_area': [0.02, 0.33]}
 
 
 def flatten(tree, prefix=''):

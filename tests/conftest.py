@@ -128,7 +128,11 @@ def launch_args(config, workdir):
   for key in ('data.name', 'data.data_dir', 'data.threads',
               'data.extra_train', 'model.width',
               'batch_size', 'eval_batch_size', 'epochs', 'log_every',
-              'schedule.name', 'optimizer.lr'):
+              'schedule.name', 'optimizer.lr', 'selection_metric',
+              'data.rotation', 'data.scale', 'data.translation',
+              'data.brightness', 'data.contrast', 'data.gamma',
+              'data.erasing', 'loss.label_smoothing',
+              'loss.logit_adjustment'):
     node, ref = config, reference
     for name in key.split('.'):
       node, ref = node[name], ref[name]

@@ -2,9 +2,11 @@
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
+import flax.serialization
 import jax
 import numpy as np
 import pytest
@@ -16,12 +18,14 @@ from fer_jax import errors
 from fer_jax import evaluation
 from fer_jax import experiment
 from fer_jax import faces
+from fer_jax import logit_adjustment
 from fer_jax import predict
 from fer_jax import pretrained
 from fer_jax import teacher as teacher_lib
 from fer_jax import train
 from fer_jax import weights
 from fer_jax.data import fer2013
+from fer_jax.data import pipeline
 from fer_jax.data import prepare
 
 # The astronaut's face in scikit-image's photograph (512x512), hairline to
@@ -200,3 +204,50 @@ def test_every_loader_takes_a_workdir_and_its_exported_file_alike(
   np.testing.assert_array_equal(state.params['Conv_0']['kernel'],
                                 from_file.variables['params']['Conv_0'][
                                     'kernel'])
+
+
+def test_a_recorded_logit_adjustment_is_applied_by_eval_predict_and_export(
+    fer2013_run, tmp_path):
+  config, workdir, _ = fer2013_run
+  workdir = shutil.copytree(workdir, str(tmp_path / 'run'))
+  raw = predict.Predictor.load(workdir)
+  record = logit_adjustment.fit(workdir, taus=(1.0,))  # tau forced to 1
+  shift = np.asarray(record['logit_shift'], np.float32)
+  counts = np.asarray(record['training_class_counts'], np.float64)
+  np.testing.assert_allclose(shift, -np.log(counts / counts.sum()),
+                             rtol=1e-6)
+  config = config.copy_and_resolve_references()
+  config.data.eval_splits = ('test',)
+  evaluation.evaluate(config, workdir)
+  with open(os.path.join(workdir, 'eval', 'test.json')) as f:
+    assert json.load(f)['logit_adjustment_tau'] == 1.0
+  with open(os.path.join(workdir, 'eval', 'test_predictions.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
+  evaluated = np.asarray([[r['probabilities'][n] for n in fer2013.CLASS_NAMES]
+                          for r in rows])
+  source = pipeline.get_builder('fer2013', config.data.data_dir
+                                ).as_data_source('test')
+  images = [source[r['index']]['image'] for r in rows]
+  exported = pretrained.export(workdir, str(tmp_path / 'model.msgpack'))
+  for path in (workdir, exported):
+    np.testing.assert_allclose(
+        predict.Predictor.load(path).probabilities(images), evaluated,
+        atol=1e-5)
+  # Adjusted = softmax(log p + shift) of the unadjusted model's p.
+  adjusted = np.exp(np.log(raw.probabilities(images)) + shift)
+  np.testing.assert_allclose(adjusted / adjusted.sum(-1, keepdims=True),
+                             evaluated, atol=1e-5)
+
+
+def test_a_file_exported_before_logit_adjustment_loads_without_one(
+    fer2013_run, tmp_path):
+  _, workdir, _ = fer2013_run
+  record = flax.serialization.msgpack_restore(
+      weights.export_record(weights.load(workdir)))
+  assert 'logit_shift' not in record  # as files written before it existed
+  path = tmp_path / 'old.msgpack'
+  path.write_bytes(flax.serialization.msgpack_serialize(record))
+  loaded = weights.load(str(path))
+  assert loaded.logit_shift is None and loaded.tau == 0.0
+  np.testing.assert_array_equal(predict.Predictor.load(str(path)).logit_shift,
+                                np.zeros(7, np.float32))

@@ -7,6 +7,7 @@ from PIL import Image
 import pytest
 
 import fixtures
+from configs import common
 from fer_jax import errors
 from fer_jax.data import pipeline
 from fer_jax.data import prepare
@@ -23,9 +24,10 @@ def _records(name, data_dir):
 
 
 def _data_config(data_dir, **fields):
-  return ml_collections.ConfigDict(dict(dict(
-      name='rafdb', data_dir=data_dir, train_split='train', holdout=0,
-      extra_train=()), **fields))
+  """The common config's data fields for the generated RAF-DB."""
+  config = common.get_config().data
+  config.update(dict(dict(name='rafdb', data_dir=data_dir), **fields))
+  return config
 
 
 def test_rafdb_copies_have_the_counts_and_come_from_training_images(

@@ -14,20 +14,34 @@ import pytest
 from conftest import launch_args, run_env, tiny_config
 from fer_jax import checkpoint
 from fer_jax import errors
+from fer_jax import eval_files
 from fer_jax import evaluation
 from fer_jax import experiment
 from fer_jax import optim
+from fer_jax import report
+from fer_jax import robustness
 from fer_jax import steps
 from fer_jax import train
 from fer_jax import weights
 from fer_jax.data import transforms
 
 
+# Every training feature that draws random numbers or changes the loss, so
+# that the kill-and-resume test covers them.
+FEATURES = {'data.rotation': 15.0, 'data.scale': (0.8, 1.2),
+            'data.translation': 0.1, 'data.brightness': 0.4,
+            'data.contrast': 0.4, 'data.gamma': 0.5, 'data.erasing': 0.5,
+            'loss.label_smoothing': 0.1, 'loss.logit_adjustment': 1.0,
+            'selection_metric': 'balanced_accuracy'}
+
+
 @pytest.fixture(scope='module')
 def reference(data_dir, stylized_synth, tmp_path_factory):
   """An uninterrupted 3-epoch tiny run, its training images mixed with
-  stylised copies: (config, workdir, final state, history)."""
-  config = tiny_config(data_dir, **{'data.extra_train': (stylized_synth,)})
+  stylised copies and every augmentation and loss option on: (config,
+  workdir, final state, history)."""
+  config = tiny_config(data_dir, **{'data.extra_train': (stylized_synth,)},
+                       **FEATURES)
   workdir = str(tmp_path_factory.mktemp('reference'))
   state, history = train.train_and_evaluate(config, workdir)
   return config, workdir, jax.device_get(state.params), history
@@ -145,7 +159,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
 
   monkeypatch.setattr(transforms, 'train_transform', nan_images)
   longer = tiny_config(config.data.data_dir, epochs=4, **{
-      'data.extra_train': config.data.extra_train})
+      'data.extra_train': config.data.extra_train}, **FEATURES)
   with pytest.raises(errors.DivergedError, match='at step 49.*step 48'):
     train.train_and_evaluate(longer, str(workdir))
   assert experiment.Experiment(config).checkpoints(str(workdir)).all_steps()[
@@ -209,10 +223,12 @@ def test_class_weights_weight_each_image_loss_by_its_class():
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
 
   source = [{'label': label} for label in (0, 0, 0, 1)]
-  weights = pipeline.class_weights(source, 2, 'inverse_frequency')
-  np.testing.assert_allclose(weights, [4 / 6, 2])  # N / (K n_c)
+  counts = pipeline.class_counts(source, 2)
+  np.testing.assert_array_equal(counts, [3, 1])
+  class_weights = pipeline.class_weights(counts, 'inverse_frequency')
+  np.testing.assert_allclose(class_weights, [4 / 6, 2])  # N / (K n_c)
   with pytest.raises(ValueError, match=r'classes \[2\] have no training'):
-    pipeline.class_weights(source, 3, 'inverse_frequency')
+    pipeline.class_counts(source, 3)
 
   class Linear(nn.Module):
     @nn.compact
@@ -232,9 +248,9 @@ def test_class_weights_weight_each_image_loss_by_its_class():
                                                            batch['label'])
   _, metrics = steps.train_step(state, batch, jax.random.key(1), model=model,
                                 tx=tx, lr_fn=lambda step: 0.1,
-                                class_weights=weights)
+                                class_weights=class_weights)
   np.testing.assert_allclose(metrics['loss'],
-                             np.mean(losses * weights[batch['label']]),
+                             np.mean(losses * class_weights[batch['label']]),
                              rtol=1e-6)
 
 
@@ -247,3 +263,26 @@ def test_launch_rejects_an_unknown_config_key(tmp_path):
   assert result.stderr.strip().splitlines()[-1] == (
       "launch.py: the config has no key \"'learning_rate'\"; check the "
       '--config.* overrides')
+
+
+def test_robustness_evaluation_scores_every_shift_and_the_report_shows_it(
+    reference):
+  config, workdir, _, _ = reference
+  results = evaluation.evaluate(config, workdir, robustness=True)
+  for split in config.data.eval_splits:
+    record = eval_files.read_report(workdir, split, '_robustness')
+    assert list(record['shifts']) == ['none', *robustness.SHIFTS]
+    none = record['shifts']['none']
+    assert none['accuracy'] == results[split]['accuracy']
+    assert none['balanced_accuracy'] == results[split]['balanced_accuracy']
+    # The reference trains with rotation 15, scale 0.8-1.2 and brightness
+    # 0.4 (FEATURES); blur, JPEG and low resolution stay unseen.
+    assert {name: r['augmented_in_training']
+            for name, r in record['shifts'].items()} == {
+                'none': None, 'zoom_in_15': True, 'zoom_out_15': True,
+                'rotate_15': True, 'brighter_40': True, 'darker_40': True,
+                'blur_sigma1': False, 'jpeg_q30': False, 'low_res_24': False}
+    text = '\n'.join(report.robustness_section(split, record))
+    jpeg = record['shifts']['jpeg_q30']
+    assert (f"| jpeg_q30 | JPEG quality 30 | no (unseen) | "
+            f"{100 * jpeg['accuracy']:.2f} |") in text

@@ -153,15 +153,31 @@ class Data:
   """A dataset ready for training: iterators and what the model must know."""
   train: grain.IterDataset  # endless, this process's batches
   evals: dict[str, grain.IterDataset]  # split name -> padded batches
+  eval_sources: dict  # split name -> its records, indexable
   train_size: int  # examples per epoch, all processes together
   class_names: tuple[str, ...]
   image_shape: tuple[int, int, int]  # as stored
   input_shape: tuple[int, int, int]  # after cropping
   class_weights: np.ndarray | None  # per class, for the loss; None: uniform
+  class_counts: np.ndarray | None  # training images per class, if counted
   train_note: str | None = None  # what the training set mixes, for the log
 
 
-def class_weights(source, num_classes, how):
+def class_counts(source, num_classes):
+  """Training images per class. Counted from the records, since holdouts,
+  folds and stylised copies make the training set differ from the stored
+  split; a class without images is refused (no prior, no weight)."""
+  counts = np.bincount([int(source[i]['label']) for i in range(len(source))],
+                       minlength=num_classes)
+  if not counts.all():
+    raise errors.UserError(
+        f'classes {np.flatnonzero(counts == 0).tolist()} have no training '
+        'images: config.data.class_weights and config.loss.logit_adjustment '
+        'need every class')
+  return counts
+
+
+def class_weights(counts, how):
   """Loss weights per class: 'none' (None) or 'inverse_frequency'.
 
   Inverse frequency, normalised so that the average image weighs 1:
@@ -169,15 +185,6 @@ def class_weights(source, num_classes, how):
   """
   if how == 'none':
     return None
-  # Counted from the records, since holdouts and folds make the training set
-  # differ from the stored split.
-  counts = np.bincount([int(source[i]['label']) for i in range(len(source))],
-                       minlength=num_classes)
-  if not counts.all():
-    raise errors.UserError(
-        'config.data.class_weights=inverse_frequency: classes '
-        f'{np.flatnonzero(counts == 0).tolist()} have no '
-        'training images')
   return (counts.sum() / (len(counts) * counts)).astype(np.float32)
 
 
@@ -213,9 +220,11 @@ def mix_extra_train(train_source, data_config, features):
   return mixed, note
 
 
-def load(data_config, global_batch, eval_batch, seed, extra_train=True):
+def load(data_config, global_batch, eval_batch, seed, extra_train=True,
+         count_classes=False):
   """Data for a run; `extra_train` False leaves config.data.extra_train's
-  stylised copies out of the training set."""
+  stylised copies out of the training set. The training set's classes are
+  counted for class weights, or when `count_classes`."""
   builder = get_builder(data_config.name, data_config.data_dir)
   image_shape = builder.info.features['image'].shape
   config_check.check_data(data_config, image_shape)
@@ -225,15 +234,21 @@ def load(data_config, global_batch, eval_batch, seed, extra_train=True):
     train_source, note = mix_extra_train(train_source, data_config,
                                          builder.info.features)
   names = tuple(builder.info.features['label'].names)
+  eval_sources = {split: builder.split_source(split, data_config)
+                  for split in data_config.eval_splits}
+  counts = None
+  if count_classes or data_config.class_weights != 'none':
+    counts = class_counts(train_source, len(names))
   return Data(
       train=train_dataset(train_source, data_config, global_batch, seed),
-      evals={split: eval_dataset(builder.split_source(split, data_config),
-                                 data_config, eval_batch)
-             for split in data_config.eval_splits},
+      evals={split: eval_dataset(source, data_config, eval_batch)
+             for split, source in eval_sources.items()},
+      eval_sources=eval_sources,
       train_size=len(train_source),
       class_names=names,
       image_shape=tuple(image_shape),
       input_shape=(data_config.crop, data_config.crop, image_shape[-1]),
-      class_weights=class_weights(train_source, len(names),
-                                  data_config.class_weights),
+      class_weights=(None if counts is None else
+                     class_weights(counts, data_config.class_weights)),
+      class_counts=counts,
       train_note=note)

@@ -1,11 +1,19 @@
 """Per-image transforms of the input pipeline, on uint8 HxWxC numpy arrays.
 
-Training: a random crop (the FER papers) or a random resized crop
-(torchvision's RandomResizedCrop, EfficientFace), a horizontal flip, Cutout,
-then scaling to [0, 1] and the optional per-channel normalisation.
-Evaluation: ten crops or the centre crop of the same size, the same scaling.
-Each function is tested in `tests/test_pipeline.py`.
+Training, in this order: a random affine warp of the stored image (rotation,
+scale, shift; the border reflected, as a face crop continues beyond its
+box), a random crop (the FER papers) or a random resized crop
+(torchvision's RandomResizedCrop, EfficientFace), a horizontal flip,
+photometric changes (brightness, contrast, gamma), Cutout, random erasing,
+then scaling to [0, 1] and the optional per-channel normalisation. Every
+random draw comes from the record's own generator, which grain derives from
+the seed and the record's position, so that the stream is the same after a
+resume and for any process count; a transform that is switched off draws
+nothing, so a config without it trains as before it existed. Evaluation:
+ten crops or the centre crop of the same size, the same scaling. Each
+function is tested in `tests/test_pipeline.py` and `tests/test_augment.py`.
 """
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -29,6 +37,57 @@ def cutout(image, holes, length, rng):
     cy, cx = rng.integers(0, h), rng.integers(0, w)
     image[max(cy - length // 2, 0):cy + (length + 1) // 2,
           max(cx - length // 2, 0):cx + (length + 1) // 2] = 0
+  return image
+
+
+def affine(image, rotation, scale, translation, rng):
+  """A random rotation of up to +-`rotation` degrees about the centre, a
+  scale drawn uniformly from `scale` (low, high) and a shift of up to
+  `translation` of each side, bilinear, the border reflected."""
+  h, w = image.shape[:2]
+  angle = rng.uniform(-rotation, rotation)
+  factor = rng.uniform(*scale)
+  dx, dy = rng.uniform(-translation, translation, 2) * (w, h)
+  matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, factor)
+  matrix[:, 2] += (dx, dy)
+  out = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REFLECT_101)
+  return out.reshape(image.shape)
+
+
+def photometric(image, brightness, contrast, gamma, rng):
+  """Brightness x(1 +- b), contrast about the image's mean x(1 +- c) and a
+  gamma in [1/(1+g), 1+g] (log-uniform), each drawn only when its range is
+  not 0, in that order; rounded back to uint8."""
+  x = image.astype(np.float32)
+  if brightness:
+    x = x * rng.uniform(1 - brightness, 1 + brightness)
+  if contrast:
+    mean = x.mean()
+    x = (x - mean) * rng.uniform(1 - contrast, 1 + contrast) + mean
+  if gamma:
+    exponent = np.exp(rng.uniform(-np.log1p(gamma), np.log1p(gamma)))
+    x = 255 * (np.clip(x, 0, 255) / 255) ** exponent
+  return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def random_erasing(image, probability, area, rng, aspect=(0.3, 3.3)):
+  """Zhong et al. (2020): with `probability`, a rectangle of `area` (low,
+  high) of the image and an aspect in `aspect` (log-uniform) is filled with
+  uniform noise; up to 10 draws for a rectangle that fits, else none."""
+  if rng.random() >= probability:
+    return image
+  h, w = image.shape[:2]
+  for _ in range(10):
+    target = h * w * rng.uniform(*area)
+    ratio = np.exp(rng.uniform(np.log(aspect[0]), np.log(aspect[1])))
+    eh, ew = round(np.sqrt(target * ratio)), round(np.sqrt(target / ratio))
+    if 0 < eh < h and 0 < ew < w:
+      y, x = rng.integers(0, h - eh + 1), rng.integers(0, w - ew + 1)
+      image = image.copy()
+      image[y:y + eh, x:x + ew] = rng.integers(
+          0, 256, (eh, ew, image.shape[2]), np.uint8)
+      return image
   return image
 
 
@@ -80,17 +139,25 @@ def normalize(image, data_config):
 
 def train_transform(data_config):
   """The per-record training augmentation, a function of (example, rng)."""
+  c = data_config
+  warp = c.rotation or c.translation or tuple(c.scale) != (1.0, 1.0)
+
   def transform(example, rng):
-    if data_config.augment == 'resized_crop':
-      image = random_resized_crop(example['image'], data_config.crop,
-                                  data_config.crop_scale, rng)
+    image = example['image']
+    if warp:
+      image = affine(image, c.rotation, c.scale, c.translation, rng)
+    if c.augment == 'resized_crop':
+      image = random_resized_crop(image, c.crop, c.crop_scale, rng)
     else:
-      image = random_crop(example['image'], data_config.crop, rng)
-    if data_config.flip and rng.random() < 0.5:
+      image = random_crop(image, c.crop, rng)
+    if c.flip and rng.random() < 0.5:
       image = image[:, ::-1]
-    if data_config.cutout_holes:
-      image = cutout(image, data_config.cutout_holes,
-                     data_config.cutout_length, rng)
+    if c.brightness or c.contrast or c.gamma:
+      image = photometric(image, c.brightness, c.contrast, c.gamma, rng)
+    if c.cutout_holes:
+      image = cutout(image, c.cutout_holes, c.cutout_length, rng)
+    if c.erasing:
+      image = random_erasing(image, c.erasing, c.erasing_area, rng)
     return {'image': normalize(image, data_config),
             'label': np.int32(example['label'])}
   return transform
