@@ -4,29 +4,13 @@ import grain
 import numpy as np
 import pytest
 
+import points
+from points import CENTRE, SIDE
 from configs import demo
 from fer_jax import config_check
 from fer_jax import errors
 from fer_jax.data import pipeline
 from fer_jax.data import transforms
-
-SIDE = 48
-CENTRE = (SIDE - 1) / 2
-
-
-def _dot(y, x):
-  """A black image with one bright 3x3 dot centred at (y, x)."""
-  image = np.zeros((SIDE, SIDE, 1), np.uint8)
-  image[y - 1:y + 2, x - 1:x + 2] = 255
-  return image
-
-
-def _where(image):
-  """The brightness-weighted centre (y, x) of an image's bright pixels."""
-  weights = image[..., 0].astype(np.float64)
-  ys, xs = np.mgrid[:SIDE, :SIDE]
-  return (np.sum(ys * weights) / weights.sum(),
-          np.sum(xs * weights) / weights.sum())
 
 
 def _polar(y, x):
@@ -55,9 +39,9 @@ def test_rotation_turns_a_point_by_at_most_the_stated_degrees():
   y, x = 24, 40  # 16.5 px right of the centre, 0.5 px below it
   _, before = _polar(y, x)
   turns = []
-  for out in _draws(lambda rng: transforms.affine(_dot(y, x), 15, (1.0, 1.0),
+  for out in _draws(lambda rng: transforms.affine(points.dot(y, x), 15, (1.0, 1.0),
                                                   0.0, rng)):
-    radius, angle = _polar(*_where(out))
+    radius, angle = _polar(*points.where(out))
     assert abs(radius - np.hypot(y - CENTRE, x - CENTRE)) < 0.5
     turns.append(angle - before)
   turns = np.asarray(turns)
@@ -70,8 +54,8 @@ def test_scale_moves_a_point_from_the_centre_by_the_stated_factors():
   y, x = 24, 40
   radius = np.hypot(y - CENTRE, x - CENTRE)
   factors = np.asarray([
-      _polar(*_where(out))[0] / radius for out in _draws(
-          lambda rng: transforms.affine(_dot(y, x), 0, (0.8, 1.2), 0.0,
+      _polar(*points.where(out))[0] / radius for out in _draws(
+          lambda rng: transforms.affine(points.dot(y, x), 0, (0.8, 1.2), 0.0,
                                         rng))])
   assert factors.min() >= 0.8 - 0.03 and factors.max() <= 1.2 + 0.03
   assert factors.min() < 0.83 and factors.max() > 1.17
@@ -80,8 +64,8 @@ def test_scale_moves_a_point_from_the_centre_by_the_stated_factors():
 
 def test_translation_shifts_by_at_most_the_stated_fraction_of_the_side():
   shifts = np.asarray([
-      np.subtract(_where(out), (24, 24)) for out in _draws(
-          lambda rng: transforms.affine(_dot(24, 24), 0, (1.0, 1.0), 0.1,
+      np.subtract(points.where(out), (24, 24)) for out in _draws(
+          lambda rng: transforms.affine(points.dot(24, 24), 0, (1.0, 1.0), 0.1,
                                         rng))])
   assert np.all(np.abs(shifts) <= 0.1 * SIDE + 0.3)
   assert np.abs(shifts).max() > 0.08 * SIDE

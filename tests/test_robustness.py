@@ -2,11 +2,10 @@
 import numpy as np
 import pytest
 
+import points
+from points import CENTRE, SIDE
 from configs import demo
 from fer_jax import robustness
-
-SIDE = 48
-CENTRE = (SIDE - 1) / 2
 
 
 def _face():
@@ -19,21 +18,8 @@ def _face():
   return image[..., None]
 
 
-def _dot(y, x):
-  image = np.zeros((SIDE, SIDE, 1), np.uint8)
-  image[y - 1:y + 2, x - 1:x + 2] = 255
-  return image
-
-
-def _where(image):
-  weights = image[..., 0].astype(np.float64)
-  ys, xs = np.mgrid[:SIDE, :SIDE]
-  return (np.sum(ys * weights) / weights.sum(),
-          np.sum(xs * weights) / weights.sum())
-
-
 def _offset(image):
-  y, x = _where(image)
+  y, x = points.where(image)
   return np.asarray([y - CENTRE, x - CENTRE])
 
 
@@ -47,7 +33,7 @@ def test_every_shift_keeps_the_image_format_and_changes_the_face(name):
 
 
 def test_zooms_move_a_point_away_from_and_towards_the_centre():
-  dot = _dot(24, 40)
+  dot = points.dot(24, 40)
   before = _offset(dot)
   # A box 15% tighter: the face fills 1 / 0.85 of the frame.
   np.testing.assert_allclose(_offset(robustness.zoom_in(dot)),
@@ -58,9 +44,9 @@ def test_zooms_move_a_point_away_from_and_towards_the_centre():
 
 
 def test_rotation_turns_a_point_15_degrees_anticlockwise_as_seen():
-  out = robustness.rotate(_dot(24, 40))
+  out = robustness.rotate(points.dot(24, 40))
   dy, dx = _offset(out)
-  before_dy, before_dx = _offset(_dot(24, 40))
+  before_dy, before_dx = _offset(points.dot(24, 40))
   turn = np.degrees(np.arctan2(dy, dx) - np.arctan2(before_dy, before_dx))
   assert abs(turn + 15) < 1  # image rows grow downwards: up is negative
 
