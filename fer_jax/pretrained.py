@@ -26,6 +26,7 @@ from fer_jax import files
 from fer_jax import metrics as metrics_lib
 from fer_jax import predict
 from fer_jax import results
+from fer_jax import robustness
 from fer_jax import weights
 from fer_jax.data import pipeline
 
@@ -38,28 +39,50 @@ def export(workdir, output=weights.SHIPPED, checkpoint_step='selected'):
   return files.write(output, weights.export_record(w))
 
 
+def _confusion(predictor, source, shift=None):
+  """Confusion matrix of `predictor` on every record of `source`, each
+  image `shift`ed first (a `robustness.SHIFTS` function) if given."""
+  n = len(predictor.class_names)
+  confusion = np.zeros((n, n), np.int64)
+  for start in range(0, len(source), 256):
+    records = [source[i] for i in range(start, min(start + 256, len(source)))]
+    images = [np.asarray(r['image']) for r in records]
+    if shift is not None:
+      images = [shift(image) for image in images]
+    predicted = np.argmax(predictor.probabilities(images), -1)
+    np.add.at(confusion, ([r['label'] for r in records], predicted), 1)
+  return confusion
+
+
 def evaluate(path=weights.SHIPPED, data_dir=None,
-             splits=('validation', 'test')):
+             splits=('validation', 'test'), shifts=False):
   """{split: `metrics.report`} of an exported file on its prepared dataset
   (FER2013 for the shipped one), through `Predictor` as photos go (ten
-  crops), plus 'balanced_accuracy' (the mean per-class recall)."""
+  crops), plus 'balanced_accuracy' (the mean per-class recall); with
+  `shifts`, also 'robustness': {shift: accuracy, balanced accuracy and
+  macro-F1} under each of `robustness.SHIFTS`."""
   predictor = predict.Predictor.load(path)
   builder = pipeline.get_builder(predictor.config.data.name, data_dir)
-  num_classes = len(predictor.class_names)
   reports = {}
   for split in splits:
     source = builder.as_data_source(split=split)
-    confusion = np.zeros((num_classes, num_classes), np.int64)
-    for start in range(0, len(source), 256):
-      records = [source[i] for i in range(start, min(start + 256,
-                                                     len(source)))]
-      predicted = np.argmax(predictor.probabilities(
-          [r['image'] for r in records]), -1)
-      np.add.at(confusion, ([r['label'] for r in records], predicted), 1)
-    report = metrics_lib.report(confusion, predictor.class_names)
-    report['balanced_accuracy'] = report['macro']['recall']
+    report = metrics_lib.report(_confusion(predictor, source),
+                                predictor.class_names)
+    if shifts:
+      report['robustness'] = {
+          name: dict(_scores(metrics_lib.report(
+              _confusion(predictor, source, shift), predictor.class_names)),
+                     what=what,
+                     augmented_in_training=trained(predictor.config.data))
+          for name, (shift, what, trained) in robustness.SHIFTS.items()}
     reports[split] = report
   return reports
+
+
+def _scores(report):
+  return {'accuracy': report['accuracy'],
+          'balanced_accuracy': report['balanced_accuracy'],
+          'macro_f1': report['macro']['f1']}
 
 
 def _describe(split, report):
@@ -80,11 +103,11 @@ def _record(path, model_path, reports):
     raise errors.UserError(f'--record={path}: not a readable result file '
                            f'({e}); see fer_jax/results.py') from None
   record['splits'] = {
-      split: {'accuracy': r['accuracy'],
-              'balanced_accuracy': r['balanced_accuracy'],
-              'macro_f1': r['macro']['f1'],
+      split: {**_scores(r),
               'recall': {n: c['recall'] for n, c in r['classes'].items()},
-              'confusion': r['confusion']}
+              'confusion': r['confusion'],
+              **({'robustness': r['robustness']} if 'robustness' in r
+                 else {})}
       for split, r in reports.items()}
   record['provenance'] = (f'measured from {os.path.basename(model_path)} '
                           'by the command')
@@ -99,9 +122,14 @@ def main(argv):
   f = flags.FLAGS
   if f.evaluate:
     reports = errors.report(evaluate, f.output, f.data_dir,
+                            ('validation', 'test'), f.robustness,
                             verbose=f.verbosity >= 1)
     for split, report in reports.items():
       print(f'{f.output} on {_describe(split, report)}')
+      for name, r in report.get('robustness', {}).items():
+        print(f"  {name} ({r['what']}): accuracy {r['accuracy']:.2%}, "
+              f"balanced {r['balanced_accuracy']:.2%}, macro-F1 "
+              f"{r['macro_f1']:.3f}")
     if f.record:
       _record(f.record, f.output, reports)
     return
@@ -123,4 +151,6 @@ if __name__ == '__main__':
   flags.DEFINE_string('data_dir', None, 'TFDS data_dir for --evaluate.')
   flags.DEFINE_string('record', None, 'With --evaluate: the result file '
                       '(results/NAME.json) to write the figures into.')
+  flags.DEFINE_bool('robustness', False, 'With --evaluate: also under each '
+                    'named shift of fer_jax/robustness.py.')
   app.run(main)

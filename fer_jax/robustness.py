@@ -95,7 +95,13 @@ def low_resolution(image):
 
 
 def _zoom_seen(c):
-  return c.scale[0] <= 1 - ZOOM and c.scale[1] >= 1 + ZOOM
+  low, high = c.get('scale', (1.0, 1.0))
+  return bool(low <= 1 - ZOOM and high >= 1 + ZOOM)
+
+
+def _at_least(key, value):
+  # Configs saved before the augmentations existed have none of them.
+  return lambda c: bool(c.get(key, 0.0) >= value)
 
 
 # name -> (shift, what it is, whether a run's data config trains with it)
@@ -104,11 +110,11 @@ SHIFTS = {
     'zoom_out_15': (zoom_out, f'box {ZOOM:.0%} looser (reflected)',
                     _zoom_seen),
     'rotate_15': (rotate, f'rotated {ROTATION:g} degrees',
-                  lambda c: c.rotation >= ROTATION),
+                  _at_least('rotation', ROTATION)),
     'brighter_40': (brighter, f'brightness x{1 + BRIGHTNESS:g}',
-                    lambda c: c.brightness >= BRIGHTNESS),
+                    _at_least('brightness', BRIGHTNESS)),
     'darker_40': (darker, f'brightness x{1 - BRIGHTNESS:g}',
-                  lambda c: c.brightness >= BRIGHTNESS),
+                  _at_least('brightness', BRIGHTNESS)),
     'blur_sigma1': (blur, f'Gaussian blur, sigma {BLUR_SIGMA:g} px',
                     lambda c: False),
     'jpeg_q30': (jpeg, f'JPEG quality {JPEG_QUALITY}', lambda c: False),
