@@ -105,7 +105,47 @@ def table(folder):
         _percent(splits.get('validation')), _percent(splits.get('test')),
         _percent(splits.get('test'), 'balanced_accuracy'),
         paper_cell]) + ' |')
-  return '\n'.join(lines + ['', END])
+  return '\n'.join(lines + _per_class(folder) + ['', END])
+
+
+def _per_class(folder):
+  """Per-class recall and the robustness table of every result with them
+  (the shipped models), side by side."""
+  records = [(name, r) for name, r in read_all(folder)
+             if any('recall' in s and 'robustness' in s
+                    for s in r['splits'].values())]
+  if not records:
+    return []
+  classes = list(next(iter(records[0][1]['splits'].values()))['recall'])
+  lines = ['', 'Per class (recall %) and overall, ten-crop as `predict` '
+           'serves it:', '',
+           '| model | split | ' + ' | '.join(classes)
+           + ' | accuracy % | balanced % | macro-F1 % |',
+           '|---|---|' + '---|' * (len(classes) + 3)]
+  for name, r in records:
+    for split, s in r['splits'].items():
+      lines.append(f"| [{r['title']}](results/{name}) | {split} | "
+                   + ' | '.join(_percent(s['recall'], c) for c in classes)
+                   + f" | {_percent(s)} | "
+                   f"{_percent(s, 'balanced_accuracy')} | "
+                   f"{_percent(s, 'macro_f1')} |")
+  lines += ['', 'Under shifts (`--robustness`, fer_jax/robustness.py; '
+            '"trained" says whether the model trains with that '
+            'augmentation), test split, accuracy / balanced accuracy %:', '']
+  shifts = list(records[0][1]['splits']['test']['robustness'])
+  lines += ['| shift | ' + ' | '.join(
+      f"[{r['title']}](results/{name})" for name, r in records) + ' |',
+            '|---|' + '---|' * len(records)]
+  for shift in shifts:
+    cells = []
+    for _, r in records:
+      x = r['splits']['test']['robustness'].get(shift)
+      cells.append('-' if x is None else
+                   f"{_percent(x)} / {_percent(x, 'balanced_accuracy')}"
+                   + (' (trained)' if x['augmented_in_training'] else ''))
+    what = records[0][1]['splits']['test']['robustness'][shift]['what']
+    lines.append(f'| {shift}: {what} | ' + ' | '.join(cells) + ' |')
+  return lines
 
 
 def regenerate(readme, folder):

@@ -21,6 +21,7 @@ from fer_jax import faces
 from fer_jax import logit_adjustment
 from fer_jax import predict
 from fer_jax import pretrained
+from fer_jax import robustness
 from fer_jax import teacher as teacher_lib
 from fer_jax import train
 from fer_jax import weights
@@ -251,3 +252,19 @@ def test_a_file_exported_before_logit_adjustment_loads_without_one(
   assert loaded.logit_shift is None and loaded.tau == 0.0
   np.testing.assert_array_equal(predict.Predictor.load(str(path)).logit_shift,
                                 np.zeros(7, np.float32))
+
+
+def test_an_exported_model_is_scored_under_each_shift(fer2013_run, tmp_path,
+                                                      monkeypatch):
+  config, workdir, _ = fer2013_run
+  exported = pretrained.export(workdir, str(tmp_path / 'model.msgpack'))
+  # An identity shift must score as the stored images.
+  shifts = dict(robustness.SHIFTS,
+                identity=(lambda image: image, 'as stored', lambda c: False))
+  monkeypatch.setattr(robustness, 'SHIFTS', shifts)
+  report, = pretrained.evaluate(exported, config.data.data_dir, ('test',),
+                                shifts=True).values()
+  assert list(report['robustness']) == list(shifts)
+  assert report['robustness']['identity']['accuracy'] == report['accuracy']
+  assert report['robustness']['identity']['macro_f1'] == report['macro']['f1']
+  assert report['robustness']['rotate_15']['augmented_in_training'] is False
