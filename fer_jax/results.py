@@ -87,9 +87,9 @@ def _percent(split, key='accuracy'):
 def table(folder):
   """The markdown table of `folder`'s result files, with its markers."""
   lines = [BEGIN, '',
-           '| result | model | data | budget | validation % | test % | '
-           'test balanced % | paper % |',
-           '|---|---|---|---|---|---|---|---|']
+           '| result | model | data | budget | validation % | validation '
+           'balanced % | test % | test balanced % | paper % |',
+           '|---|---|---|---|---|---|---|---|---|']
   for name, r in read_all(folder):
     splits = r['splits']
     paper = r['paper']
@@ -102,7 +102,9 @@ def table(folder):
     lines.append('| ' + ' | '.join([
         f"[{r['title']}](results/{name})", r['model'], r['data'],
         r['budget'],
-        _percent(splits.get('validation')), _percent(splits.get('test')),
+        _percent(splits.get('validation')),
+        _percent(splits.get('validation'), 'balanced_accuracy'),
+        _percent(splits.get('test')),
         _percent(splits.get('test'), 'balanced_accuracy'),
         paper_cell]) + ' |')
   return '\n'.join(lines + _per_class(folder) + ['', END])
@@ -175,7 +177,8 @@ def from_run(workdir, path, title, notes=''):
       'model': f"{model['name']} at width {model.get('width', 1.0):g}",
       'data': config['data']['name'],
       'config': run.get('config_file') or '-',
-      'budget': f"{config['epochs']} epochs, {seconds / 60:.0f} min",
+      'budget': (f"{run['history'][-1]['epoch'] if run['history'] else 0}"
+                 f" of {config['epochs']} epochs, {seconds / 60:.0f} min"),
       'hardware': (f"{hardware.get('cpu', '?')}, {hardware.get('cpu_count')} "
                    'cores' if hardware else '-'),
       'provenance': f'measured by training in {os.path.basename(workdir)}'
