@@ -19,13 +19,6 @@ from fer_jax import workdir as workdir_lib
 from fer_jax.data import pipeline
 
 
-def _scores(result, class_names):
-  report = metrics_lib.report(result['confusion'], class_names)
-  return {'accuracy': report['accuracy'],
-          'balanced_accuracy': report['balanced_accuracy'],
-          'macro_f1': report['macro']['f1']}
-
-
 def shifted_results(ex, variables, split, result, logit_shift=None):
   """{'shifts': {name: scores}} of `split` as stored ('none', `result`) and
   under each of `robustness.SHIFTS`, each labelled whether the run's
@@ -37,10 +30,12 @@ def shifted_results(ex, variables, split, result, logit_shift=None):
           ex.config.data, ex.config.eval_batch_size)
       for name, (shift, _, _) in robustness.SHIFTS.items()}
   shifted = ex.evaluate(variables, logit_shift=logit_shift, datasets=datasets)
-  shifts = {'none': dict(_scores(result, names), what='as stored',
+  scores = lambda r: metrics_lib.scores(
+      metrics_lib.report(r['confusion'], names))
+  shifts = {'none': dict(scores(result), what='as stored',
                          augmented_in_training=None)}
   for name, (_, what, seen) in robustness.SHIFTS.items():
-    shifts[name] = dict(_scores(shifted[name], names), what=what,
+    shifts[name] = dict(scores(shifted[name]), what=what,
                         augmented_in_training=bool(seen(ex.config.data)))
   return {'split': split, 'shifts': shifts}
 

@@ -12,8 +12,9 @@ adjusted one wherever it is used: `launch.py --mode=eval` (its
 `eval/<split>.json` says which tau), `Predictor.load`, `python -m
 fer_jax.pretrained` (the exported file carries the shift; a file exported
 before this existed loads with none) and `fer_jax.report`
-(`tests/test_logit_adjustment.py` checks that all give the same
-probabilities). A run trained with `config.loss.logit_adjustment` already
+(`tests/test_predict.py::
+test_a_recorded_logit_adjustment_is_applied_by_eval_predict_and_export`
+checks that all give the same probabilities). A run trained with `config.loss.logit_adjustment` already
 aims at balanced error; tau is then chosen on top of it, 0 included.
 """
 import json
@@ -33,10 +34,10 @@ from fer_jax import weights
 TAUS = tuple(np.round(np.arange(0, 2.001, 0.05), 2))
 
 
-def balanced_accuracy(labels, log_probabilities, num_classes):
-  confusion = np.zeros((num_classes, num_classes), np.int64)
-  np.add.at(confusion, (labels, np.argmax(log_probabilities, -1)), 1)
-  return metrics_lib.balanced_accuracy(confusion)
+def balanced_accuracy(labels, scores, num_classes):
+  """Of the classes whose `scores` (per image and class) are highest."""
+  return metrics_lib.balanced_accuracy(metrics_lib.confusion_matrix(
+      labels, np.argmax(scores, -1), num_classes))
 
 
 def choose_tau(labels, probabilities, log_prior, taus=TAUS):
@@ -75,8 +76,8 @@ def fit(workdir, data_dir=None, taus=TAUS):
       'training_class_counts': ex.data.class_counts.tolist(),
       'logit_shift': (-tau * log_prior).tolist(),
       'balanced_accuracy': {
-          'before': balanced_accuracy(labels, np.log(np.maximum(
-              probabilities, 1e-30)), len(log_prior)),
+          'before': balanced_accuracy(labels, probabilities,
+                                      len(log_prior)),
           'after': after},
       'taus_tried': [float(t) for t in taus]}
   files.write(os.path.join(workdir, weights.LOGIT_ADJUSTMENT),

@@ -15,6 +15,20 @@ def accuracy(confusion):
   return float(np.trace(confusion) / max(np.sum(confusion), 1))
 
 
+def confusion_matrix(labels, predicted, num_classes):
+  """Counts of (true class, predicted class): rows true, columns predicted."""
+  confusion = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(confusion, (np.asarray(labels), np.asarray(predicted)), 1)
+  return confusion
+
+
+def scores(report_):
+  """The three figures a row of results gives, from a `report`."""
+  return {'accuracy': report_['accuracy'],
+          'balanced_accuracy': report_['balanced_accuracy'],
+          'macro_f1': report_['macro']['f1']}
+
+
 def balanced_accuracy(confusion):
   """The mean recall over the classes present (rows with support), as
   scikit-learn's balanced_accuracy_score."""

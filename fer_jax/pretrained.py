@@ -30,6 +30,7 @@ from fer_jax import robustness
 from fer_jax import weights
 from fer_jax.data import pipeline
 
+
 def export(workdir, output=weights.SHIPPED, checkpoint_step='selected'):
   """Writes the run's checkpoint, and its post-hoc logit adjustment if one
   was recorded, to `output`; returns `output`."""
@@ -42,16 +43,16 @@ def export(workdir, output=weights.SHIPPED, checkpoint_step='selected'):
 def _confusion(predictor, source, shift=None):
   """Confusion matrix of `predictor` on every record of `source`, each
   image `shift`ed first (a `robustness.SHIFTS` function) if given."""
-  n = len(predictor.class_names)
-  confusion = np.zeros((n, n), np.int64)
+  labels, predicted = [], []
   for start in range(0, len(source), 256):
     records = [source[i] for i in range(start, min(start + 256, len(source)))]
     images = [np.asarray(r['image']) for r in records]
     if shift is not None:
       images = [shift(image) for image in images]
-    predicted = np.argmax(predictor.probabilities(images), -1)
-    np.add.at(confusion, ([r['label'] for r in records], predicted), 1)
-  return confusion
+    labels += [r['label'] for r in records]
+    predicted += list(np.argmax(predictor.probabilities(images), -1))
+  return metrics_lib.confusion_matrix(labels, predicted,
+                                      len(predictor.class_names))
 
 
 def evaluate(path=weights.SHIPPED, data_dir=None,
@@ -70,19 +71,13 @@ def evaluate(path=weights.SHIPPED, data_dir=None,
                                 predictor.class_names)
     if shifts:
       report['robustness'] = {
-          name: dict(_scores(metrics_lib.report(
+          name: dict(metrics_lib.scores(metrics_lib.report(
               _confusion(predictor, source, shift), predictor.class_names)),
                      what=what,
                      augmented_in_training=trained(predictor.config.data))
           for name, (shift, what, trained) in robustness.SHIFTS.items()}
     reports[split] = report
   return reports
-
-
-def _scores(report):
-  return {'accuracy': report['accuracy'],
-          'balanced_accuracy': report['balanced_accuracy'],
-          'macro_f1': report['macro']['f1']}
 
 
 def _describe(split, report):
@@ -103,7 +98,7 @@ def _record(path, model_path, reports):
     raise errors.UserError(f'--record={path}: not a readable result file '
                            f'({e}); see fer_jax/results.py') from None
   record['splits'] = {
-      split: {**_scores(r),
+      split: {**metrics_lib.scores(r),
               'recall': {n: c['recall'] for n, c in r['classes'].items()},
               'confusion': r['confusion'],
               **({'robustness': r['robustness']} if 'robustness' in r
