@@ -1,11 +1,11 @@
 """Annotated copies of predictions: each face's box, its top class with the
 probability, and a bar per class beside the box."""
-import os
-
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFont
+
+from fer_jax import errors
 
 BOX = (255, 64, 32)
 BAR = (40, 160, 255)
@@ -49,12 +49,13 @@ def draw(image, found):
 
 
 def save(image, path):
-  """Writes an RGB image; formats Pillow cannot write become PNG."""
-  picture = Image.fromarray(image)
+  """Writes an RGB image in the format of `path`'s extension (one Pillow
+  writes: `predict_files.outputs` chooses it)."""
   try:
-    picture.save(path)
-  except (KeyError, ValueError, OSError):
-    picture.save(os.path.splitext(path)[0] + '.png')
+    Image.fromarray(image).save(path)
+  except (KeyError, ValueError, OSError) as e:
+    raise errors.UserError(f'{path}: could not write the annotated copy '
+                           f'({e})') from None
 
 
 class VideoWriter:

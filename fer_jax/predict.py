@@ -20,9 +20,13 @@ probabilities.
 Output: with `--json` one JSON object per image or video frame on stdout,
 `{"path", ["frame", "time",] "faces": [{"box": [x, y, w, h],
 "probabilities": {class: p}, "label": class}]}`, or `{"path", "error"}`;
-text otherwise. `--out=DIR` writes annotated copies (and videos). An input
-that fails is reported and skipped; the exit status is then 1.
+text otherwise. `--out=DIR` writes annotated copies (and videos), mirroring
+the inputs (`fer_jax.predict_files`). An input that fails (unreadable, not a
+regular file) is reported and skipped, and the exit status is then 1; a
+mistake that concerns every input (nothing found, outputs that would
+collide, a bad flag) is one line on stderr before anything is predicted.
 """
+import functools
 import json
 import os
 import sys
@@ -33,19 +37,19 @@ from absl import logging
 import jax
 import numpy as np
 from PIL import Image
-from PIL import ImageOps
 import tqdm
 
 from fer_jax import annotate
 from fer_jax import errors
 from fer_jax import faces
+from fer_jax import image_files
 from fer_jax import models
+from fer_jax import predict_files
 from fer_jax import steps
 from fer_jax import weights
 from fer_jax.data import transforms
 from fer_jax.models import cpu_conv
 
-VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v')
 # Faces are batched in these sizes (padded up), so that the model compiles
 # once per size, not once per face count.
 BATCH_SIZES = (1, 4, 16, 64)
@@ -65,13 +69,9 @@ def to_dataset_image(image, shape):
 
 
 def read_image(path):
-  """The image at `path` as RGB uint8, EXIF orientation applied."""
-  try:
-    with Image.open(path) as picture:
-      picture.load()
-      return np.asarray(ImageOps.exif_transpose(picture).convert('RGB'))
-  except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise errors.UserError(f'{path}: not a readable image ({e})') from None
+  """The image at `path` as RGB uint8, EXIF orientation applied; decoded
+  by the rules of `fer_jax.image_files` (16-bit scaled, regular files)."""
+  return image_files.read(path, 'RGB', exif=True)
 
 
 class Predictor:
@@ -156,20 +156,6 @@ class Predictor:
     return results
 
 
-def expand(inputs):
-  """The files of `inputs`: files as given, folders searched recursively
-  (sorted, hidden files left out)."""
-  for path in inputs:
-    if os.path.isdir(path):
-      for root, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
-        for name in sorted(files):
-          if not name.startswith('.'):
-            yield os.path.join(root, name)
-    else:
-      yield path
-
-
 def video_frames(path, stride):
   """Yields (frame index, time in seconds, RGB frame) of every stride-th
   frame, after (frame rate, frame count) first."""
@@ -208,23 +194,16 @@ def describe(record):
   return f'{where}: ' + '; '.join(parts)
 
 
-def _output_path(out, path, suffix=None):
-  name = os.path.splitext(os.path.basename(path))[0]
-  target = os.path.join(out, name + (suffix or os.path.splitext(path)[1]))
-  os.makedirs(out, exist_ok=True)
-  return target
-
-
-def _run_image(predictor, path, detect, out):
+def _run_image(predictor, path, detect, target):
   image = read_image(path)
   record = {'path': path, 'faces': predictor.predict([image], detect)[0]}
-  if out:
-    annotate.save(annotate.draw(image, record['faces']),
-                  _output_path(out, path))
+  if target:
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    annotate.save(annotate.draw(image, record['faces']), target)
   return [record]
 
 
-def _run_video(predictor, path, detect, out, stride, bar):
+def _run_video(predictor, path, detect, target, stride, bar):
   frames = video_frames(path, stride)
   fps, count = next(frames)
   bar.total += -(-count // stride)
@@ -234,29 +213,48 @@ def _run_video(predictor, path, detect, out, stride, bar):
               'faces': predictor.predict([frame], detect)[0]}
     records.append(record)
     bar.update()
-    if out:
-      writer = writer or annotate.VideoWriter(
-          _output_path(out, path, '.mp4'), fps / stride, frame.shape)
+    if target:
+      if writer is None:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        writer = annotate.VideoWriter(target, fps / stride, frame.shape)
       writer.write(annotate.draw(frame, record['faces']))
   if writer:
     writer.close()
   return records
 
 
+def plan(inputs, out=None, stride=10):
+  """(files of the input arguments with their output paths relative to
+  `out`, where each file's annotated copy goes or None); a UserError before anything is predicted
+  or written if no file is found, or if `out` cannot take every annotated
+  copy (`predict_files.outputs`)."""
+  if stride < 1:
+    raise errors.UserError(f'--video_stride={stride}: expected a whole '
+                           'number >= 1 (1 predicts every frame)')
+  found = predict_files.expand(inputs)
+  if not found:
+    raise errors.UserError(f'no images or videos found in {", ".join(inputs)}')
+  return found, (predict_files.outputs(found, out) if out
+                 else [None] * len(found))
+
+
 def run(predictor, inputs, detect=True, out=None, stride=10):
   """Yields an output record per image or video frame, or per failure."""
-  files = list(expand(inputs))
+  found, targets = plan(inputs, out, stride)
+  return _records(predictor, found, targets, detect, stride)
+
+
+def _records(predictor, found, targets, detect, stride):
   # Over files and video frames: a video adds its frames when it starts.
-  with tqdm.tqdm(total=len(files), unit='item', file=sys.stderr,
-                 disable=len(files) < 2) as bar:
-    for path in files:
+  with tqdm.tqdm(total=len(found), unit='item', file=sys.stderr,
+                 disable=len(found) < 2) as bar:
+    for (path, _), target in zip(found, targets):
       try:
-        if not os.path.exists(path):
-          raise errors.UserError(f'{path}: no such file or folder')
-        if path.lower().endswith(VIDEO_EXTENSIONS):
-          yield from _run_video(predictor, path, detect, out, stride, bar)
+        image_files.check_regular(path)
+        if predict_files.is_video(path):
+          yield from _run_video(predictor, path, detect, target, stride, bar)
         else:
-          yield from _run_image(predictor, path, detect, out)
+          yield from _run_image(predictor, path, detect, target)
       except errors.UserError as e:
         yield {'path': path, 'error': str(e)}
       bar.update()
@@ -269,12 +267,17 @@ def main(argv):
 
   f = flags.FLAGS
   logging.set_verbosity(logging.WARNING)  # JAX's backend notes are INFO
-
+  verbose = f.verbosity >= 1
+  if f['checkpoint'].present and not f.workdir:
+    raise SystemExit('error: --checkpoint picks a checkpoint of --workdir; '
+                     'give --workdir=RUN too (the shipped model has one)')
+  found, targets = errors.report(plan, inputs, f.out, f.video_stride,
+                                 verbose=verbose)
   predictor = errors.report(Predictor.load, f.workdir or weights.SHIPPED,
-                            f.checkpoint, verbose=f.verbosity >= 1)
+                            f.checkpoint, verbose=verbose)
   failed = False
-  for record in run(predictor, inputs, not f.no_detect, f.out,
-                    f.video_stride):
+  for record in _records(predictor, found, targets, not f.no_detect,
+                         f.video_stride):
     failed |= 'error' in record
     print(json.dumps(record) if f.json else describe(record), flush=True)
   sys.exit(1 if failed else 0)
@@ -292,4 +295,5 @@ if __name__ == '__main__':
   flags.DEFINE_bool('no_detect', False, 'Each input is already a cropped face.')
   flags.DEFINE_integer('video_stride', 10,
                        'Predict every n-th frame of a video.')
-  app.run(main)
+  app.run(main, flags_parser=functools.partial(errors.parse_flags,
+                                               program='predict'))

@@ -74,11 +74,14 @@ def resume(ex, workdir, state, train_iter):
   checkpoint of the same run; step None, the inputs and an empty record on a
   fresh workdir.
 
-  A damaged checkpoint is moved aside (see `checkpoint.set_aside`) and the
-  one before it taken; a checkpoint of another run is refused.
+  Damaged checkpoints newer than the one taken are moved aside (see
+  `checkpoint.set_aside`); if every checkpoint is damaged nothing is moved
+  and the run is refused, since starting over would discard its records.
+  A checkpoint of another run is refused.
   """
   mngr = ex.checkpoints(workdir)
-  while (step := mngr.latest_step()) is not None:
+  damaged = []
+  for step in reversed(mngr.all_steps()):
     try:
       run = checkpoint.restore_run(mngr, step)
       note = workdir_lib.check_same_run(run['config'], ex.config.to_dict(),
@@ -94,14 +97,24 @@ def resume(ex, workdir, state, train_iter):
       state, train_iter = checkpoint.restore_train(mngr, step, state,
                                                    train_iter, run)
     except checkpoint.DamagedError as e:
-      if jax.process_index() == 0:
-        moved = checkpoint.set_aside(mngr, step)
-        log(f'{e}; moved to {moved}, trying the checkpoint before it.')
-      pipeline.sync_processes(f'set aside {step}')
-      mngr = ex.checkpoints(workdir)
+      log(f'{e}; trying the checkpoint before it.')
+      damaged.append(step)
       continue
+    if damaged:
+      if jax.process_index() == 0:
+        for bad in damaged:
+          log(f'Moved damaged step {bad} to '
+              f'{checkpoint.set_aside(mngr, bad)}.')
+      pipeline.sync_processes(f'set aside {damaged}')
+      mngr = ex.checkpoints(workdir)
     log(note or f'Resumed from {workdir} at step {step}.')
     return mngr, step, state, train_iter, run
+  if damaged:
+    raise errors.UserError(
+        f'{workdir} holds a run whose checkpoints are all damaged (steps '
+        f'{", ".join(map(str, sorted(damaged)))} in {mngr.directory}); '
+        'nothing was moved or deleted. To start over, train in a new '
+        'workdir, or move this one away first')
   return mngr, None, state, train_iter, {'history': []}
 
 

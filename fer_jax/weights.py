@@ -99,8 +99,11 @@ def find_checkpoint(mngr, workdir, checkpoint_step='selected', log=print):
     step = selected(run['history'], *selection(run['config']))['step']
   elif checkpoint_step == 'latest':
     step = steps[-1]
-  else:
+  elif str(checkpoint_step).isdigit():
     step = int(checkpoint_step)
+  else:
+    raise errors.UserError(f"--checkpoint={checkpoint_step}: expected "
+                           f"'selected', 'latest' or a step of {steps}")
   if step not in steps:
     raise errors.UserError(f'--checkpoint={checkpoint_step}: no step {step} '
                            f'in {workdir}/checkpoints; it holds {steps}')

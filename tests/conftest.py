@@ -1,5 +1,7 @@
 """Shared fixtures: a tiny config on fer_synth/small, built once per session."""
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 
@@ -139,6 +141,21 @@ def launch_args(config, workdir):
     if node != ref:
       args.append(f'--config.{key}={node}')
   return args
+
+
+@contextlib.contextmanager
+def within(seconds):
+  """Fails the test with a TimeoutError where it would hang (opening a FIFO
+  blocks, say); SIGALRM interrupts even a blocked system call."""
+  def fail(*_):
+    raise TimeoutError(f'still running after {seconds} s: it hangs')
+  previous = signal.signal(signal.SIGALRM, fail)
+  signal.alarm(seconds)
+  try:
+    yield
+  finally:
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
 
 
 def run_env(xla_flags='', **extra):

@@ -27,6 +27,19 @@ def write_image(path, label, shape, fmt=None):
   Image.fromarray(array[..., 0] if shape[2] == 1 else array).save(path, fmt)
 
 
+def write_16bit_copies(path):
+  """Beside the 8-bit grey image at `path`, the same picture as 16-bit PNG
+  and TIFF files (value v becomes 257 v, which maps back to v exactly);
+  returns their paths."""
+  with Image.open(path) as picture:
+    deep = np.asarray(picture.convert('L')).astype(np.uint16) * 257
+  stem = os.path.splitext(path)[0]
+  copies = [stem + '_16bit.png', stem + '_16bit.tif']
+  for copy in copies:
+    Image.fromarray(deep).save(copy)  # mode I;16
+  return copies
+
+
 # Images per split and class: (train, PublicTest, PrivateTest).
 FER2013_COUNTS = ((3, 1, 2), (1, 1, 1), (2, 1, 1), (4, 2, 1), (2, 1, 1),
                   (2, 1, 1), (3, 1, 2))

@@ -9,6 +9,7 @@ import pytest
 
 import fixtures
 from conftest import REPO
+from conftest import within
 from fer_jax import errors
 from fer_jax.data import ckplus
 from fer_jax.data import images
@@ -128,6 +129,7 @@ def ml_config(**fields):
 @pytest.mark.parametrize('damage, message', [
     ('truncate', 'not a readable image'),
     ('resize', 'image is 40x40, expected 48x48'),
+    ('fifo', 'a FIFO, not a regular file'),
 ])
 def test_bad_image_names_the_file_or_is_skipped(tmp_path, damage, message):
   raw = fixtures.write_fer2013_folders(str(tmp_path / 'raw'))
@@ -138,16 +140,21 @@ def test_bad_image_names_the_file_or_is_skipped(tmp_path, damage, message):
       head = f.read(200)
     with open(bad, 'wb') as f:
       f.write(head)
+  elif damage == 'fifo':  # opening one blocks until someone writes to it
+    os.remove(bad)
+    os.mkfifo(bad)
   else:
     fixtures.write_image(bad, 3, (40, 40, 1), 'JPEG')
-  with pytest.raises(images.BadInputError, match=message) as error:
+  with within(120), pytest.raises(images.BadInputError,
+                                  match=message) as error:
     prepare.prepare('fer2013', raw, str(tmp_path / 'tfds'))
   assert bad in str(error.value)
   # Nothing half-built is left where the next run would read it.
   assert not pipeline.manual_builder('fer2013',
                                      str(tmp_path / 'tfds')).is_prepared()
-  builder = prepare.prepare('fer2013', raw, str(tmp_path / 'tfds'),
-                            skip_bad_images=True)
+  with within(120):
+    builder = prepare.prepare('fer2013', raw, str(tmp_path / 'tfds'),
+                              skip_bad_images=True)
   assert builder.info.splits['train'].num_examples == 16
   assert builder.info.metadata['skipped'] == {'train': 1}
   assert any('1 bad images skipped' in line
@@ -184,6 +191,23 @@ def test_duplicate_key_and_missing_label_file(tmp_path):
   with pytest.raises(images.BadInputError,
                      match='list_patition_label.txt: missing label file'):
     prepare.prepare('rafdb', raf, str(tmp_path / 'tfds'))
+
+
+def test_16bit_png_and_tiff_are_stored_as_their_8bit_picture(tmp_path):
+  # Pillow's convert('L') clips 16-bit values to 255: a white face.
+  raw = fixtures.write_fer2013_folders(str(tmp_path / 'fer'))
+  folder = os.path.join(raw, 'train', 'angry')
+  original = os.path.join(folder, sorted(os.listdir(folder))[0])
+  expected = images.read_image(original, (48, 48, 1))
+  copies = fixtures.write_16bit_copies(original)
+  for copy in copies:
+    np.testing.assert_array_equal(images.read_image(copy, (48, 48, 1)),
+                                  expected)
+  builder = prepare.prepare('fer2013', raw, str(tmp_path / 'tfds'))
+  source = builder.as_data_source(split='train')
+  stored = [source[i]['image'] for i in range(len(source))]
+  assert sum(np.array_equal(image, expected) for image in stored) == 3
+  _check_levels(builder, 'train')
 
 
 def test_fer2013_same_name_in_two_classes_is_two_images(tmp_path):

@@ -109,6 +109,17 @@ def test_no_detect_reproduces_the_evaluation_probabilities(fer2013_run):
                                atol=1e-5)
 
 
+def _predict(*args, timeout=300):
+  """`python -m fer_jax.predict ARGS`: (exit status, JSON records, stderr)."""
+  result = subprocess.run(
+      [sys.executable, '-m', 'fer_jax.predict', *map(str, args)],
+      cwd=REPO, env=run_env(), capture_output=True, text=True,
+      timeout=timeout, check=False)
+  records = [json.loads(line) for line in result.stdout.splitlines()
+             if line.startswith('{')]
+  return result.returncode, records, result.stderr
+
+
 def test_bad_files_are_reported_and_the_others_predicted(fer2013_run,
                                                          tmp_path):
   _, workdir, raw = fer2013_run
@@ -116,26 +127,88 @@ def test_bad_files_are_reported_and_the_others_predicted(fer2013_run,
   (folder / 'more').mkdir(parents=True)
   good = sorted(glob.glob(os.path.join(raw, 'train', 'happy', '*.jpg')))[:2]
   for i, path in enumerate(good):
-    with open(path, 'rb') as f:
-      (folder / ('more' if i else '.') / f'face{i}.jpg').write_bytes(f.read())
+    shutil.copy(path, folder / ('more' if i else '.') / f'face{i}.jpg')
+  fixtures.write_16bit_copies(str(folder / 'face0.jpg'))
   (folder / 'broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 not really')
   (folder / 'notes.txt').write_text('not an image')
-  result = subprocess.run(
-      [sys.executable, '-m', 'fer_jax.predict', str(folder), '--json',
-       '--no_detect', f'--workdir={workdir}', f'--out={tmp_path / "out"}'],
-      cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=300,
-      check=False)
-  assert result.returncode == 1, result.stderr[-2000:]
-  records = [json.loads(line) for line in result.stdout.splitlines()]
+  os.mkfifo(folder / 'pipe.jpg')  # opening it would block forever
+  status, records, stderr = _predict(
+      folder, '--json', '--no_detect', f'--workdir={workdir}',
+      f'--out={tmp_path / "out"}', timeout=120)
+  assert status == 1, stderr[-2000:]
   assert [os.path.relpath(r['path'], folder) for r in records] == [
-      'broken.jpg', 'face0.jpg', 'notes.txt', 'more/face1.jpg']
-  assert 'not a readable image' in records[0]['error']
-  assert 'not a readable image' in records[2]['error']
-  for record in (records[1], records[3]):
-    face, = record['faces']
+      'broken.jpg', 'face0.jpg', 'face0_16bit.png', 'face0_16bit.tif',
+      'notes.txt', 'pipe.jpg', 'more/face1.jpg']
+  errors_ = {os.path.basename(r['path']): r['error']
+             for r in records if 'error' in r}
+  assert 'not a readable image' in errors_['broken.jpg']
+  assert 'not a readable image' in errors_['notes.txt']
+  assert 'a FIFO, not a regular file' in errors_['pipe.jpg']
+  faces_ = {os.path.basename(r['path']): r['faces'] for r in records
+            if 'faces' in r}
+  for found in faces_.values():
+    face, = found
     assert face['box'] == [0, 0, 48, 48]
     assert abs(sum(face['probabilities'].values()) - 1) < 1e-5
-  assert sorted(os.listdir(tmp_path / 'out')) == ['face0.jpg', 'face1.jpg']
+  # 16-bit files are the same picture: the same probabilities, not those
+  # of a saturated white square.
+  for name in ('face0_16bit.png', 'face0_16bit.tif'):
+    np.testing.assert_allclose(
+        list(faces_[name][0]['probabilities'].values()),
+        list(faces_['face0.jpg'][0]['probabilities'].values()), atol=1e-6)
+  written = sorted(os.path.relpath(os.path.join(root, name), tmp_path / 'out')
+                   for root, _, names in os.walk(tmp_path / 'out')
+                   for name in names)
+  assert written == ['photos/face0.jpg', 'photos/face0_16bit.png',
+                     'photos/face0_16bit.tif', 'photos/more/face1.jpg']
+
+
+def test_same_named_inputs_get_their_own_outputs_or_are_refused(
+    fer2013_run, tmp_path):
+  _, workdir, raw = fer2013_run
+  face = sorted(glob.glob(os.path.join(raw, 'train', 'happy', '*.jpg')))[0]
+  for folder in ('a/photos', 'b/photos', 'c'):
+    (tmp_path / folder).mkdir(parents=True)
+    shutil.copy(face, tmp_path / folder / 'x.jpg')
+  out = tmp_path / 'out'
+  # Two folders and a file: each mirrored under its own name.
+  status, records, stderr = _predict(
+      tmp_path / 'a/photos', tmp_path / 'c', tmp_path / 'c/x.jpg', '--json',
+      '--no_detect', f'--workdir={workdir}', f'--out={out}')
+  assert status == 0, stderr[-2000:]
+  assert len(records) == 3
+  assert sorted(str(p.relative_to(out)) for p in out.rglob('*.jpg')) == [
+      'c/x.jpg', 'photos/x.jpg', 'x.jpg']
+  # Two folders of one name, or two files of one name: refused before
+  # anything is predicted or written.
+  shutil.rmtree(out)
+  for inputs in ((tmp_path / 'a/photos', tmp_path / 'b/photos'),
+                 (tmp_path / 'a/photos/x.jpg', tmp_path / 'c/x.jpg')):
+    status, records, stderr = _predict(
+        *inputs, '--no_detect', f'--workdir={workdir}', f'--out={out}')
+    assert status == 1 and not records and not out.exists()
+    line, = stderr.strip().splitlines()
+    assert line.startswith('error: --out=') and 'would both be written' in line
+
+
+@pytest.mark.parametrize('args, message', [
+    (('{face}', '--video_stride=0'), '--video_stride=0: expected a whole'),
+    (('{face}', '--workdir={workdir}', '--checkpoint=banana'),
+     "--checkpoint=banana: expected 'selected', 'latest' or a step"),
+    (('{face}', '--checkpoint=latest'), '--checkpoint picks a checkpoint of'),
+    (('{face}', '--out={face}'), 'a file, not a folder'),
+    (('{empty}',), 'no images or videos found in'),
+])
+def test_predict_mistakes_are_one_line(fer2013_run, tmp_path, args, message):
+  _, workdir, raw = fer2013_run
+  (tmp_path / 'empty').mkdir()
+  names = dict(workdir=workdir, empty=tmp_path / 'empty', face=sorted(
+      glob.glob(os.path.join(raw, 'train', 'happy', '*.jpg')))[0])
+  status, records, stderr = _predict(
+      *[a.format(**names) for a in args], '--no_detect')
+  assert status == 1 and not records
+  line, = stderr.strip().splitlines()
+  assert message in line
 
 
 def test_a_workdir_without_checkpoints_is_named(tmp_path):

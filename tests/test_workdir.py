@@ -177,6 +177,24 @@ def test_a_damaged_checkpoint_is_named_and_the_one_before_taken(
                params)
 
 
+def test_a_run_whose_checkpoints_are_all_damaged_is_refused_as_it_is(
+    finished, tmp_path):
+  config, workdir, _ = finished
+  workdir = _copy(workdir, tmp_path)
+  for step in (16, 32):
+    _damage(workdir, step)
+  def contents():  # the lock file records each attempt: left out
+    return {path: open(path, 'rb').read() for path in glob.glob(
+        os.path.join(workdir, '**'), recursive=True)
+            if os.path.isfile(path) and os.path.basename(path) != 'lock'}
+  before = contents()
+  with pytest.raises(errors.UserError, match=(
+      r'checkpoints are all damaged \(steps 16, 32 in .*\); nothing was '
+      r'moved or deleted')):
+    train.train_and_evaluate(config, workdir)
+  assert contents() == before  # metrics.jsonl and the checkpoints as they were
+
+
 def test_a_metrics_line_cut_by_a_kill_is_dropped_on_resume(finished,
                                                            tmp_path):
   config, workdir, _ = finished

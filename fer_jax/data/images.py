@@ -8,10 +8,10 @@ import abc
 import os
 
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
 
 from fer_jax import errors
+from fer_jax import image_files
 from fer_jax.data import splits
 
 
@@ -20,14 +20,9 @@ class BadInputError(errors.UserError):
 
 
 def read_image(path, shape):
-  """The image at `path` as uint8 of `shape` (H, W, 1 for grey, 3 for RGB)."""
-  mode = {1: 'L', 3: 'RGB'}[shape[2]]
-  try:
-    with Image.open(path) as image:
-      image.load()  # decodes now, so a truncated file fails here
-      array = np.asarray(image.convert(mode), np.uint8)
-  except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise BadInputError(f'{path}: not a readable image ({e})') from None
+  """The image at `path` as uint8 of `shape` (H, W, 1 for grey, 3 for RGB),
+  decoded by `fer_jax.image_files` (regular files only, 16-bit scaled)."""
+  array = image_files.read(path, {1: 'L', 3: 'RGB'}[shape[2]], BadInputError)
   array = array.reshape(*array.shape[:2], shape[2])
   if array.shape != tuple(shape):
     raise BadInputError(f'{path}: image is {array.shape[1]}x{array.shape[0]}'
