@@ -177,7 +177,10 @@ def _restore(mngr, step, **items):
     raise DamagedError(mngr, step, f'missing file: {e}') from e
   except Exception as e:  # pylint: disable=broad-except
     message = str(e).strip().splitlines()
-    raise DamagedError(mngr, step, message[0] if message else repr(e)) from e
+    # TensorStore appends a repr of a bound method, not details.
+    reason = (message[0].split(' See full TensorStore details')[0]
+              if message else repr(e))
+    raise DamagedError(mngr, step, reason) from e
 
 
 def restore_run(mngr, step):

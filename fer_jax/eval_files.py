@@ -50,19 +50,30 @@ def write_robustness(workdir, split, record):
          [json.dumps(record, indent=1)])
 
 
+# Keys every record of a kind has, checked when it is read back.
+_KEYS = {'': ('step', 'accuracy', 'classes'), '_robustness': ('step', 'shifts')}
+
+
 def read_report(workdir, split, kind=''):
   """eval/<split><kind>.json as `write_report` (or, kind '_robustness',
   `write_robustness`) wrote it; None if there is none."""
   path = os.path.join(workdir, 'eval', f'{split}{kind}.json')
   try:
     with open(path) as f:
-      return json.load(f)
+      record = json.load(f)
   except FileNotFoundError:
     return None
   except ValueError as e:
+    record, problem = None, str(e)
+  else:
+    missing = [k for k in _KEYS[kind] if not isinstance(record, dict)
+               or k not in record]
+    problem = f"no {', '.join(missing)}" if missing else None
+  if problem:
     raise errors.UserError(
-        f'{path}: not an evaluation record ({e}); write it again with '
-        'launch.py --mode=eval (or delete it)') from e
+        f'{path}: not an evaluation record ({problem}); write it again with '
+        'launch.py --mode=eval (or delete it)')
+  return record
 
 
 def accuracies(results):

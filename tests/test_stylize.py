@@ -1,4 +1,5 @@
 """Stylised copies: counts, provenance, determinism, refusals, mixing."""
+import glob
 import os
 
 import ml_collections
@@ -130,11 +131,32 @@ def test_ckplus_copies_come_from_the_folds_training_images(tmp_path):
     (dict(add='fear:1', style_images='/nonexistent.jpg'),
      '/nonexistent.jpg: not a readable image'),
     (dict(add='fear:x'), "'fear:x' is not CLASS:N"),
+    (dict(add='fear:1', name='../../escaped'),
+     "name '../../escaped': expected letters, digits"),
+    (dict(add='fear:1', name='/tmp/escaped'), 'not a path'),
 ])
-def test_bad_requests_are_refused_before_writing(rafdb_dir, kwargs, message):
+def test_bad_requests_are_refused_before_writing(rafdb_dir, tmp_path, kwargs,
+                                                 message):
+  kwargs = dict(dict(name='bad'), **kwargs)
+  before = sorted(glob.glob(os.path.join(rafdb_dir, '**'), recursive=True))
   with pytest.raises(errors.UserError, match=message):
-    stylize.create('rafdb', 'bad', data_dir=rafdb_dir, **kwargs)
-  assert not os.path.exists(os.path.dirname(stylized_dataset.path('bad', rafdb_dir)))
+    stylize.create('rafdb', data_dir=rafdb_dir, **kwargs)
+  assert sorted(glob.glob(os.path.join(rafdb_dir, '**'),
+                          recursive=True)) == before
+  assert not os.path.exists(os.path.join(rafdb_dir, '..', 'escaped'))
+  assert not os.path.exists('/tmp/escaped')
+
+
+def test_a_killed_stylisation_leaves_nothing_behind_for_the_next(rafdb_dir):
+  target = stylized_dataset.path('killed', rafdb_dir)
+  stale = os.path.join(os.path.dirname(target),
+                       f'incomplete.1a2b3c_{os.path.basename(target)}')
+  os.makedirs(stale)
+  with open(os.path.join(stale, 'half-written.array_record'), 'w') as f:
+    f.write('as a kill leaves it')
+  stylize.create('rafdb', 'killed', add='fear:1', styles='2',
+                 data_dir=rafdb_dir)
+  assert os.listdir(os.path.dirname(target)) == [os.path.basename(target)]
 
 
 def test_extra_train_of_another_dataset_is_refused(rafdb_dir, data_dir):

@@ -228,6 +228,60 @@ def test_failed_save_stops_the_run_with_the_path_and_reason(data_dir,
   assert checkpoint.manager(str(tmp_path), 2, True).all_steps() == []
 
 
+def _evaluate_in_launch(config, workdir, *args, shell=''):
+  """launch.py --mode=eval ARGS on `workdir` after the bash commands
+  `shell`: (exit status, stderr lines)."""
+  result = subprocess.run(
+      ['bash', '-c', shell + ' exec "$@"', 'bash',
+       *launch_args(config, workdir), '--mode=eval', *args], env=run_env(),
+      text=True, capture_output=True, timeout=300, check=False)
+  return (result.returncode,
+          result.stderr.replace('\r', '\n').strip().splitlines())
+
+
+def test_a_full_disk_during_evaluation_is_one_line_and_leaves_no_file(
+    finished, tmp_path):
+  config, workdir, _ = finished
+  workdir = _copy(workdir, tmp_path)
+  # 2 KB: the predictions file is larger (EFBIG, as a full disk's ENOSPC).
+  status, lines = _evaluate_in_launch(config, workdir,
+                                      shell='trap "" XFSZ; ulimit -f 2;')
+  assert status == 1
+  assert len(lines) == 1, lines
+  assert lines[0].startswith(f'error: could not write {workdir}/eval/')
+  assert 'File too large' in lines[0]
+  assert not glob.glob(os.path.join(workdir, 'eval', '*.tmp'))
+
+
+@pytest.mark.parametrize('damage, mode', [
+    ('every file', 'eval'), ('array data cut short', 'eval'),
+    ('array data cut short', 'train')])
+def test_a_damaged_checkpoint_is_one_line_without_library_noise(
+    finished, tmp_path, damage, mode):
+  config, workdir, _ = finished
+  workdir = _copy(workdir, tmp_path)
+  # Training takes the checkpoint before a damaged one: damage both.
+  for step in (32,) if mode == 'eval' else (16, 32):
+    model = os.path.join(workdir, 'checkpoints', str(step), 'model')
+    pattern = ('**/*' if damage == 'every file' else 'ocdbt.process_*/d/*')
+    for name in glob.glob(os.path.join(model, pattern), recursive=True):
+      if os.path.isfile(name):
+        with open(name, 'r+b') as f:
+          head = f.read(100)
+          f.seek(0)
+          f.truncate()
+          f.write(b'not what orbax wrote' if damage == 'every file'
+                  else head)
+  status, lines = _evaluate_in_launch(config, workdir, '--checkpoint=latest',
+                                      f'--mode={mode}')
+  assert status == 1
+  assert len(lines) <= 5, '\n'.join(lines[:20])
+  assert lines[-1].startswith(
+      'error: checkpoint step 32 in ' if mode == 'eval'
+      else f'error: {workdir} holds a run whose checkpoints are all damaged')
+  assert 'TensorStore' not in lines[-1]
+
+
 def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path):
   args = [sys.executable, os.path.join(REPO, 'launch.py'),
           '--config=' + os.path.join(REPO, 'configs', 'uvgg_fer2013.py'),

@@ -37,8 +37,10 @@ watercolour). Three, because RAF-DB's fear (281 images) needs three styles
 for the study's +600. Styles 3, 6, 9 and 17 leave no face; 1 breaks it into
 flat cubist blocks.
 """
+import glob
 import json
 import os
+import shutil
 import time
 
 from absl import app
@@ -161,6 +163,11 @@ def create(dataset, name, add='', fill_to='', styles=','.join(DEFAULT_STYLES),
   parent = os.path.dirname(os.path.dirname(target))
   os.makedirs(parent, exist_ok=True)
   with workdir_lib.lock(parent, user='stylisation ' + name):
+    # A stylisation killed mid-write leaves TFDS's incomplete.* folder.
+    for stale in glob.glob(os.path.join(
+        os.path.dirname(target), f'incomplete.*_{os.path.basename(target)}')):
+      print(f'removing {stale}, left by an interrupted stylisation')
+      shutil.rmtree(stale)
     out.download_and_prepare()
   return additions
 

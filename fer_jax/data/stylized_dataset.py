@@ -8,6 +8,7 @@ under (`TRAINING_SET`), the styles, seed and additions, and the per-class
 counts. `load` serves it to a run only if those settings are the run's.
 """
 import os
+import re
 
 import numpy as np
 from PIL import Image
@@ -92,7 +93,12 @@ class Stylized(tfds.core.GeneratorBasedBuilder):
 
 
 def path(name, data_dir=None):
-  """The folder of prepared `stylized/name`."""
+  """The folder of prepared `stylized/name`; `name` is one folder name, so
+  that no name writes or reads outside `stylized/`."""
+  if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', name or ''):
+    raise errors.UserError(
+        f'stylised dataset name {name!r}: expected letters, digits, _, - and '
+        '. (starting with a letter or digit), not a path')
   return os.path.join(data_dir or tfds.core.constants.DATA_DIR, 'stylized',
                       name, str(Stylized.VERSION))
 
