@@ -102,7 +102,9 @@ def get_config():
   config.ldl = ml_collections.ConfigDict()
   # A fer_jax workdir, a fer_jax.convert output or an exported .msgpack.
   config.ldl.teacher = config_dict.placeholder(str)
-  config.ldl.temperature = 1.0  # T: softmax(teacher logits / T)
+  # T: softmax(teacher logits / T); only 1, EfficientFace's (config_check
+  # says why).
+  config.ldl.temperature = 1.0
   # lambda: target = (1 - lambda) * teacher + lambda * one-hot label.
   config.ldl.onehot_weight = 0.0
   # 'class_mean': mean over batch x classes (EfficientFace's code);

@@ -10,7 +10,10 @@ leaves the previous checkpoints intact.
 
 Integrity: every array's fingerprint (a position-weighted sum of its bits,
 computed on device) is saved in `run` and compared after restoring, so a
-changed byte is caught instead of evaluated; a file orbax cannot read is
+changed element is caught instead of evaluated (any one changed element;
+several only escape when their weighted changes cancel modulo 2^32, as
+they do for random damage with probability 2^-32; it is a checksum against
+damage, not a cryptographic hash); a file orbax cannot read is
 reported the same way (`DamagedError`, naming the step). Saves are
 synchronous: a failed write (a full disk, say) stops the run at that save
 with the path and the reason (`test_train.py::
@@ -18,13 +21,14 @@ test_failed_save_stops_the_run_with_the_path_and_reason`), where orbax's
 background writer would log the failure and let training run on.
 """
 import contextlib
+import logging as std_logging
 import os
 import re
 import shutil
 import sys
+import traceback
 import warnings
 
-from absl import logging
 import grain
 import jax
 import jax.numpy as jnp
@@ -50,8 +54,11 @@ def _selection(metrics):
   return metrics[SELECTION_METRIC]
 
 
-def manager(workdir, keep, track_best):
-  """Keeps the last `keep` checkpoints and, if `track_best`, the best one."""
+def manager(workdir, keep, track_best, read_only=False):
+  """Keeps the last `keep` checkpoints and, if `track_best`, the best one.
+
+  `read_only` (evaluation, prediction, reports) creates no folder and
+  writes nothing, so that a mistyped workdir stays absent."""
   policies = [ocp.checkpoint_managers.LatestN(n=keep)]
   if track_best:
     policies.append(ocp.checkpoint_managers.BestN(
@@ -61,10 +68,12 @@ def manager(workdir, keep, track_best):
       preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
           policies),
       best_fn=_selection if track_best else None, best_mode='max',
-      create=True, enable_async_checkpointing=False)
-  return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options,
-      item_names=('model', 'opt', 'data', 'run'))
+      create=not read_only, read_only=read_only,
+      enable_async_checkpointing=False)
+  with _without_orbax_logs():  # read_only's two warnings say what we asked
+    return ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), 'checkpoints'),
+        options=options, item_names=('model', 'opt', 'data', 'run'))
 
 
 def _bits(x):
@@ -77,8 +86,11 @@ def _bits(x):
 
 @jax.jit
 def _fingerprints(tree):
-  # sum_i bits_i * (2 i + 1) mod 2^32: the odd weights make any change of a
-  # single element change the sum, and a swap of two elements too.
+  # sum_i bits_i * (2 i + 1) mod 2^32: an odd weight is invertible modulo
+  # 2^32, so any change of a single element changes the sum. A swap of
+  # elements i and j changes it by 2 (j - i)(bits_i - bits_j), which
+  # cancels when (j - i)(bits_i - bits_j) is a multiple of 2^31: rare, not
+  # impossible.
   def one(x):
     bits = _bits(x).ravel()
     weights = jnp.arange(bits.size, dtype=jnp.uint32) * 2 + 1
@@ -102,21 +114,82 @@ def _opt(state):
   return {'step': state.step, 'opt_state': state.opt_state}
 
 
+class _OrbaxRecords(std_logging.Filter):
+  """Drops the log records of orbax and asyncio (see `_quiet_failures`)."""
+
+  def filter(self, record):
+    return not (record.name == 'asyncio'
+                or f'{os.sep}orbax{os.sep}' in record.pathname)
+
+
+_ORBAX_RECORDS = _OrbaxRecords()
+_ORBAX_LOGGERS = ('absl', 'asyncio')  # orbax logs through absl's logger
+
+
+def _drop_orbax_records():
+  """Filters orbax's records out; returns the loggers that were not
+  filtered yet, for `_keep_orbax_records`."""
+  added = [std_logging.getLogger(name) for name in _ORBAX_LOGGERS
+           if _ORBAX_RECORDS not in std_logging.getLogger(name).filters]
+  for logger in added:
+    logger.addFilter(_ORBAX_RECORDS)
+  return added
+
+
+def _keep_orbax_records(loggers):
+  for logger in loggers:
+    logger.removeFilter(_ORBAX_RECORDS)
+
+
+@contextlib.contextmanager
+def _without_orbax_logs():
+  added = _drop_orbax_records()
+  try:
+    yield
+  finally:
+    _keep_orbax_records(added)
+
+
+def _is_leftover(unraisable):
+  frames = traceback.extract_tb(unraisable.exc_traceback)
+  return ('Event loop is closed' in str(unraisable.exc_value) or any(
+      f'{os.sep}orbax{os.sep}' in f.filename
+      or f'{os.sep}asyncio{os.sep}' in f.filename for f in frames))
+
+
+def _forwarding(previous):
+  def hook(unraisable):
+    if not _is_leftover(unraisable):
+      previous(unraisable)
+  hook.forwards_to = previous
+  return hook
+
+
 @contextlib.contextmanager
 def _quiet_failures():
   """Orbax's writer threads log each failed write with its traceback, and
-  asyncio and tensorstore print more as the failed tasks are collected:
-  hundreds of lines for one full disk. `save` reports the failure in one
-  line instead, so those stay silenced after a failure (the run stops)."""
-  verbosity, hook = logging.get_verbosity(), sys.unraisablehook
-  filters = warnings.filters[:]
-  logging.set_verbosity(logging.FATAL)
-  sys.unraisablehook = lambda record: None
+  asyncio and tensorstore print more as the failed tasks are collected,
+  some of it only at exit: hundreds of lines for one full disk. `save`
+  reports the failure in one line instead. Only those leftovers are
+  dropped (orbax's and asyncio's log records and their unraisable
+  exceptions), during a save and, after a failed one, for the rest of the
+  process: logging's verbosity is untouched and every other record and
+  unraisable exception still reaches its handler, so that a process that
+  lives on (`train_and_evaluate` in a notebook) keeps its logging
+  (tests/test_workdir.py::test_a_failed_save_leaves_logging_as_it_was)."""
+  hook, filters = sys.unraisablehook, warnings.filters[:]
   warnings.filterwarnings('ignore', 'coroutine .* was never awaited')
-  yield  # an exception skips the restoring below
-  logging.set_verbosity(verbosity)
-  sys.unraisablehook = hook
-  warnings.filters[:] = filters
+  added = _drop_orbax_records()
+  if not hasattr(hook, 'forwards_to'):
+    sys.unraisablehook = _forwarding(hook)
+  try:
+    yield
+  except Exception:
+    raise  # the leftovers of the failure may come at any time: kept out
+  else:
+    _keep_orbax_records(added)
+    sys.unraisablehook = hook
+    warnings.filters[:] = filters
 
 
 def save(mngr, step, state, data_iterator, run, selection=None):

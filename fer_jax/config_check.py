@@ -81,13 +81,24 @@ def validate(config, training=True):
            f'one of {models.DTYPES}')
   _require(config, 'data.eval_crop', lambda v: v in ('ten', 'centre'),
            "'ten' or 'centre'")
+  if config.data.augment == 'resized_crop' and config.data.eval_crop == 'ten':
+    # Evaluation resizes the whole image to the crop size first
+    # (transforms.eval_transform): its ten crops are one view and its mirror.
+    raise errors.UserError(
+        "config.data.eval_crop='ten': with config.data.augment="
+        "'resized_crop' the test image is resized to the crop, so ten crops "
+        "would be one view and its mirror, five times; use 'centre'")
   _require(config, 'data.extra_train', lambda v: isinstance(v, (
       tuple, list)) and all(isinstance(n, str) and n for n in v),
            'a tuple of stylised dataset names')
   _require(config, 'ldl.teacher', lambda v: v is None or (
       isinstance(v, str) and v), 'None or the path of a teacher')
-  _require(config, 'ldl.temperature', lambda v: _number(v) and v > 0,
-           'a temperature > 0')
+  # Hinton's distillation at T > 1 also divides the student's logits by T
+  # and scales the loss by T^2; the loss here (EfficientFace's, T = 1) does
+  # neither, so another T would be neither recipe.
+  _require(config, 'ldl.temperature', lambda v: v == 1,
+           "1 (EfficientFace's; Hinton's T > 1 would also need the "
+           "student's logits divided by T and the loss scaled by T^2)")
   _require(config, 'ldl.onehot_weight', lambda v: _number(v) and 0 <= v <= 1,
            'a weight (lambda) in [0, 1]')
   _require(config, 'ldl.reduction', lambda v: v in ldl.REDUCTIONS,

@@ -74,17 +74,28 @@ class Experiment:
     self.model = models.create(config.model, num_classes, config.dtype)
     self.lr_fn = optim.learning_rate_fn(config, self.steps_per_epoch)
     self.tx = optim.create_optimizer(config, self.lr_fn)
-    self.teacher, self.teacher_variables = None, None
+    teacher = None
     if config.ldl.teacher:
-      self.teacher = teacher_lib.load(
-          config.ldl.teacher, self.data.class_names, self.data.input_shape,
-          config.data, log=log)
-      self.teacher_variables = jax.device_put(self.teacher.variables,
+      try:
+        teacher = teacher_lib.load(
+            config.ldl.teacher, self.data.class_names, self.data.input_shape,
+            config.data, log=log)
+      except errors.UserError as e:
+        if training:
+          raise
+        log(f'The distances to the teacher are omitted: {e}')
+    self.set_teacher(teacher)
+
+  def set_teacher(self, teacher):
+    """Takes `teacher` (None: none) for training and evaluation."""
+    self.teacher, self.teacher_variables = teacher, None
+    if teacher is not None:
+      self.teacher_variables = jax.device_put(teacher.variables,
                                               self.replicated)
     self.eval_step = jax.jit(
         functools.partial(steps.eval_step, model=self.model,
-                          num_classes=num_classes, teacher=self.teacher,
-                          temperature=config.ldl.temperature),
+                          num_classes=self.num_classes, teacher=teacher,
+                          temperature=self.config.ldl.temperature),
         compiler_options=cpu_conv.compiler_options())
 
   def initial_state(self, abstract=False):
@@ -139,9 +150,10 @@ class Experiment:
         results[split]['predictions'] = _per_image(images)
     return results
 
-  def checkpoints(self, workdir):
+  def checkpoints(self, workdir, read_only=False):
     return checkpoint.manager(workdir, self.config.keep_checkpoints,
-                              track_best=bool(self.config.selection_split))
+                              track_best=bool(self.config.selection_split),
+                              read_only=read_only)
 
 
 def _per_image(batches):

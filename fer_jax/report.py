@@ -68,7 +68,8 @@ def read_run(workdir):
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise errors.MissingError(f'{workdir}: no checkpoints/ folder; expected '
                               'the workdir of a training run')
-  mngr = checkpoint.manager(workdir, keep=1, track_best=False)
+  mngr = checkpoint.manager(workdir, keep=1, track_best=False,
+                            read_only=True)
   _, run = weights.find_checkpoint(mngr, workdir, 'latest')
   evals = {}
   folder = os.path.join(workdir, 'eval')

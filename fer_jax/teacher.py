@@ -18,8 +18,12 @@ Rules, all checked before any training step (`tests/test_ldl.py`):
   the student's augmented batch inside the jitted train step, under
   stop_gradient; its variables are an argument of the step, not constants
   compiled into it.
-- Its identity (path, checkpoint step, SHA-256 of its variables) is saved in
-  the student's run record; resuming with another teacher is refused.
+- Its identity is the SHA-256 of its variables, saved in the student's run
+  record with its path and step (for people to read): resuming with another
+  teacher is refused, and the same teacher at another path (a moved
+  checkout, another mount point per host) is accepted. Evaluating a student
+  reports its distances to the teacher when the teacher can be read and is
+  the same, and otherwise says why they are omitted.
 """
 import dataclasses
 import hashlib
@@ -142,10 +146,27 @@ def load(path, class_names, input_shape, data_config, log=print):
                 'checksum': checksum(variables)})
 
 
+def difference(saved, teacher):
+  """Why `teacher` (None: none) is not the teacher of the run record
+  `saved` (its 'teacher' entry), or None if it is."""
+  now = teacher.identity if teacher else None
+  if saved is None or now is None:
+    if saved is now:
+      return None
+    return ('the run was trained without a teacher' if saved is None
+            else f"the run was trained with the teacher at {saved['path']}, "
+            'and this config has none')
+  if saved['checksum'] == now['checksum']:
+    return None
+  return (f"{now['path']} is not the teacher the run was trained with "
+          f"({saved['path']} at step {saved['step']}: other weights, SHA-256 "
+          f"{now['checksum'][:12]} against {saved['checksum'][:12]})")
+
+
 def check_same(saved, teacher, workdir):
   """Refuses to resume a run whose saved teacher identity differs."""
-  now = teacher.identity if teacher else None
-  if saved != now:
+  problem = difference(saved, teacher)
+  if problem:
     raise errors.UserError(
-        f'{workdir} was trained with the teacher {saved}, not {now}: '
-        'resume with that teacher, or use another --workdir')
+        f'{workdir}: {problem}; resume with that teacher, or use another '
+        '--workdir')

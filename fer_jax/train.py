@@ -34,7 +34,11 @@ def start_from(state, model, path, sharding):
   `weights.load` reads).
 
   Every variable is taken from there except a classifier whose class count
-  differs, which keeps its fresh initialisation.
+  differs, which keeps its fresh initialisation: a variable may differ in
+  shape only along axes that are the class counts (theirs there, ours
+  here); any other mismatch (a 1- against a 3-channel first convolution,
+  say) is refused, since fresh weights there would silently train from
+  scratch what the user meant to start from.
   """
   loaded = weights.load(path, key='config.model.init_from', log=log)
   fields = loaded.model
@@ -56,6 +60,14 @@ def start_from(state, model, path, sharding):
             f'config.model.name={fields["name"]!r}?')
       node = node[key]
     if node.shape != fresh.shape:
+      classes = (loaded.num_classes, model.num_classes)
+      if len(node.shape) != len(fresh.shape) or any(
+          (theirs, ours) != classes
+          for theirs, ours in zip(node.shape, fresh.shape) if theirs != ours):
+        raise errors.UserError(
+            f'config.model.init_from={path!r}: its {"/".join(keys)} is '
+            f'{tuple(node.shape)}, this model needs {tuple(fresh.shape)}; '
+            'only the classifier (shaped by the class count) may differ')
       kept.append('/'.join(keys))
       return fresh
     return node

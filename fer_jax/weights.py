@@ -166,7 +166,8 @@ def _from_run(config, class_names, image_shape, variables, step, what,
 
 
 def _workdir(workdir, checkpoint_step, log):
-  mngr = checkpoint.manager(workdir, keep=1, track_best=False)
+  mngr = checkpoint.manager(workdir, keep=1, track_best=False,
+                            read_only=True)
   step, run = find_checkpoint(mngr, workdir, checkpoint_step, log)
   if 'data' not in run:
     raise errors.UserError(

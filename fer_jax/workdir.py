@@ -31,8 +31,10 @@ import numpy as np
 
 from fer_jax import errors
 
+# ldl.teacher is a path: the teacher's identity is its content, compared by
+# `teacher.check_same` instead.
 MAY_DIFFER = ('data.data_dir', 'data.workers', 'data.threads', 'log_every',
-              'keep_checkpoints', 'eval_batch_size')
+              'keep_checkpoints', 'eval_batch_size', 'ldl.teacher')
 MAY_DIFFER_IN_EVAL = MAY_DIFFER + ('data.eval_crop', 'data.eval_splits',
                                    'epochs', 'dtype')
 _ABSENT = '<absent>'

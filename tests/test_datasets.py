@@ -233,6 +233,44 @@ def test_prepare_cli_one_line_error(tmp_path):
       f'error: {missing}: not a directory; expected the FER2013 download')
 
 
+def test_an_evaluation_split_without_images_is_one_clear_error(tmp_path):
+  # Seven subjects in ten subject-independent folds: fold 10 tests none.
+  from configs import uvgg_ckplus  # pylint: disable=g-import-not-at-top
+  from fer_jax import train  # pylint: disable=g-import-not-at-top
+  root = fixtures.write_ckplus(str(tmp_path / 'ckplus'), {
+      name: 3 for name in ckplus.CLASS_NAMES})
+  data_dir = str(tmp_path / 'tfds')
+  prepare.prepare('ckplus', root, data_dir)
+  config = uvgg_ckplus.get_config()
+  config.data.update(data_dir=data_dir, fold=10, protocol='subject',
+                     threads=1)
+  config.update(batch_size=8, eval_batch_size=8, epochs=1)
+  config.model.width = 1 / 16
+  with pytest.raises(errors.UserError, match=(
+      r"config.data.eval_splits: 'test' of 'ckplus' has no images")):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
+def _fold_run(fold, epochs=2, trained=2, **data):
+  return {'config': {'epochs': epochs, 'data': dict(fold=fold, **data)},
+          'history': [{'eval': {'test': {}}}] * trained}
+
+
+@pytest.mark.parametrize('runs, message', [
+    ([_fold_run(1), _fold_run(2, trained=1)], 'b: trained 1 of 2 epochs'),
+    ([_fold_run(1), _fold_run(1)], 'a and b are both fold 1'),
+    ([_fold_run(1), _fold_run(2, protocol='subject')],
+     "b: config.data.protocol='subject', but a has '<absent>'"),
+    ([_fold_run(1), _fold_run(2, epochs=3, trained=3)],
+     'b: config.epochs=3, but a has 2'),
+])
+def test_pooling_refuses_unfinished_repeated_or_unlike_folds(runs, message):
+  from fer_jax import pool_folds  # pylint: disable=g-import-not-at-top
+  with pytest.raises(errors.UserError, match=message):
+    pool_folds.check(list(zip('ab', runs)), partial=True)
+
+
 def test_ckplus_config_trains_folds_and_pools(ckplus_rows, tmp_path):
   from configs import uvgg_ckplus  # pylint: disable=g-import-not-at-top
   from fer_jax import pool_folds  # pylint: disable=g-import-not-at-top
@@ -250,9 +288,15 @@ def test_ckplus_config_trains_folds_and_pools(ckplus_rows, tmp_path):
     workdirs.append(str(tmp_path / f'fold{fold}'))
     _, history = train.train_and_evaluate(config, workdirs[-1])
     confusion = confusion + np.array(history[-1]['eval']['test']['confusion'])
-  last, best, n = pool_folds.pool(workdirs)
+  with pytest.raises(errors.UserError,
+                     match='folds 2, 3, 4, 5, 6, 7, 8, 9 are missing'):
+    pool_folds.pool(workdirs)
+  last, best, n, missing = pool_folds.pool(workdirs, partial=True)
+  assert missing == list(range(2, 10))
   assert n == 2 * 99
   assert last == best == np.trace(confusion) / n  # one epoch: last is best
+  with pytest.raises(errors.UserError, match='are both fold 1'):
+    pool_folds.pool([workdirs[0], workdirs[0]], partial=True)
   # Another fold in fold 1's workdir would report (or train on from) fold
   # 1's run, whose training images hold fold 2's test images.
   config.data.fold = 2

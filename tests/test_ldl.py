@@ -15,6 +15,7 @@ import pytest
 from conftest import init_variables
 from conftest import tiny_config
 from fer_jax import errors
+from fer_jax import evaluation
 from fer_jax import ldl
 from fer_jax import models
 from fer_jax import optim
@@ -227,7 +228,7 @@ def test_teacher_of_another_class_set_or_input_is_refused(tmp_path, change,
 
 @pytest.mark.parametrize('key, value, expected', [
     ('ldl.onehot_weight', 1.5, r'in \[0, 1\]'),
-    ('ldl.temperature', 0.0, 'a temperature > 0'),
+    ('ldl.temperature', 2.0, r"ldl.temperature=2.0: expected 1 \(EfficientFace's"),
     ('ldl.reduction', 'sum', 'one of'),
     ('ldl.teacher', '/nonexistent/teacher', 'not a fer_jax workdir'),
 ])
@@ -260,7 +261,26 @@ def test_ldl_run_reports_distances_and_refuses_another_teacher(data_dir,
   with open(os.path.join(workdir, 'eval', 'test.json')) as f:
     assert set(json.load(f)['teacher_distances']) == set(ldl.DISTANCES)
 
-  _export(path, _teacher_variables(1)[1])  # the same path, other weights
+  # The same teacher at another path (a moved checkout): resumed and
+  # evaluated with its distances; an unreadable one: evaluated without.
+  moved = str(tmp_path / 'moved' / 't.msgpack')
+  os.makedirs(os.path.dirname(moved))
+  os.rename(path, moved)
+  config.ldl.teacher = moved
   config.epochs = 2
-  with pytest.raises(errors.UserError, match='was trained with the teacher'):
+  _, history = train.train_and_evaluate(config, workdir)
+  assert [h['epoch'] for h in history] == [1, 2]
+  assert 'kl' in evaluation.evaluate(config, workdir)['test']
+  config.ldl.teacher = path  # gone
+  results = evaluation.evaluate(config, workdir)
+  assert 'kl' not in results['test'] and results['test']['accuracy'] >= 0
+  with pytest.raises(errors.MissingError):
     train.train_and_evaluate(config, workdir)
+
+  _export(path, _teacher_variables(1)[1])  # another teacher
+  config.epochs = 3
+  with pytest.raises(errors.UserError,
+                     match='is not the teacher the run was trained with'):
+    train.train_and_evaluate(config, workdir)
+  results = evaluation.evaluate(config, workdir)
+  assert 'kl' not in results['test']

@@ -199,6 +199,8 @@ def test_workdir_of_another_model_is_refused(reference):
     ({'data.workers': -1}, 'config.data.workers=-1: expected an integer >= 0'),
     ({'dtype': 'float16'}, "config.dtype='float16': expected one of "
      "('float32', 'bfloat16')"),
+    ({'data.augment': 'resized_crop'}, "config.data.eval_crop='ten': with "
+     "config.data.augment='resized_crop'"),
 ])
 def test_bad_config_value_names_the_key(data_dir, tmp_path, overrides,
                                         message):

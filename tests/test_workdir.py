@@ -6,7 +6,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import types
 
+from absl import logging as absl_logging
 import jax
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from fer_jax import errors
 from fer_jax import evaluation
 from fer_jax import experiment
 from fer_jax import train
+from fer_jax import weights
 from fer_jax import workdir as workdir_lib
 
 
@@ -221,11 +224,40 @@ def test_failed_save_stops_the_run_with_the_path_and_reason(data_dir,
   assert result.returncode == 1
   lines = result.stderr.replace('\r', '\n').strip().splitlines()
   assert lines[-1].startswith('error: could not write checkpoint step 16 to '
-                              f'{tmp_path}/checkpoints: '), lines[-5:]
+                              f"{tmp_path}/checkpoints: "), result.stderr[-6000:]
   assert 'File too large' in lines[-1]
   assert 'Traceback' not in result.stderr
   # Only orbax's temporary folder, which never reads as a checkpoint.
   assert checkpoint.manager(str(tmp_path), 2, True).all_steps() == []
+
+
+def test_a_failed_save_leaves_logging_as_it_was(finished, tmp_path, caplog):
+  config, _, _ = finished
+  ex = experiment.Experiment(config)
+  state = ex.initial_state()
+  mngr = ex.checkpoints(str(tmp_path))
+  # A file where the checkpoints were: every write fails.
+  shutil.rmtree(str(mngr.directory))
+  with open(str(mngr.directory), 'w') as f:
+    f.write('in the way')
+  absl_logging.set_verbosity(absl_logging.INFO)
+  unraisable, previous = [], sys.unraisablehook
+  sys.unraisablehook = unraisable.append
+  try:
+    with pytest.raises(errors.UserError, match='could not write checkpoint '
+                       f'step 16 to {mngr.directory}'):
+      checkpoint.save(mngr, 16, state, iter(ex.data.train), {'history': []})
+    assert absl_logging.get_verbosity() == absl_logging.INFO
+    with caplog.at_level('INFO'):
+      absl_logging.info('the notebook logs on')
+    assert 'the notebook logs on' in caplog.text
+    # An unraisable exception of the user's own still reaches their hook.
+    sys.unraisablehook(types.SimpleNamespace(
+        exc_type=ValueError, exc_value=ValueError('theirs'),
+        exc_traceback=None, err_msg=None, object=None))
+    assert [str(u.exc_value) for u in unraisable] == ['theirs']
+  finally:
+    sys.unraisablehook = previous
 
 
 def _evaluate_in_launch(config, workdir, *args, shell=''):
@@ -280,6 +312,34 @@ def test_a_damaged_checkpoint_is_one_line_without_library_noise(
       'error: checkpoint step 32 in ' if mode == 'eval'
       else f'error: {workdir} holds a run whose checkpoints are all damaged')
   assert 'TensorStore' not in lines[-1]
+
+
+def test_starting_from_weights_of_another_input_is_refused(finished,
+                                                          tmp_path):
+  # Only a classifier of another class count may keep a fresh
+  # initialisation; a 3-channel first convolution for grey input may not.
+  config, workdir, _ = finished
+  w = weights.load(workdir)
+  first = 'Conv_0'
+  kernel = w.variables['params'][first]['kernel']
+  w.variables['params'][first]['kernel'] = np.repeat(kernel, 3, axis=2)
+  path = tmp_path / 'rgb.msgpack'
+  path.write_bytes(weights.export_record(w))
+  ex = experiment.Experiment(config)
+  with pytest.raises(errors.UserError, match=(
+      rf"its params/{first}/kernel is \(3, 3, 3, \d+\), this model needs "
+      r'\(3, 3, 1, \d+\); only the classifier')):
+    train.start_from(ex.initial_state(), ex.model, str(path), ex.replicated)
+
+
+def test_reading_a_mistyped_workdir_creates_nothing(finished, tmp_path):
+  config, _, _ = finished
+  missing = str(tmp_path / 'mistyped')
+  with pytest.raises(errors.MissingError):
+    evaluation.evaluate(config, missing)
+  with pytest.raises(errors.MissingError):
+    weights.load(missing)
+  assert not os.path.exists(missing)
 
 
 def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path):

@@ -236,6 +236,12 @@ def load(data_config, global_batch, eval_batch, seed, extra_train=True,
   names = tuple(builder.info.features['label'].names)
   eval_sources = {split: builder.split_source(split, data_config)
                   for split in data_config.eval_splits}
+  for split, source in eval_sources.items():
+    if not len(source):  # pylint: disable=g-explicit-length-test
+      raise errors.UserError(
+          f'config.data.eval_splits: {split!r} of {data_config.name!r} has '
+          'no images under this config (its fold, protocol or holdout); '
+          'leave it out or choose a split that has some')
   counts = None
   if count_classes or data_config.class_weights != 'none':
     counts = class_counts(train_source, len(names))
