@@ -46,11 +46,19 @@ def _git_commit():
     return 'unknown (not a git checkout)'
 
 
+def _command():
+  """This process's command line as typed: `python -m fer_jax.x ...` (with
+  -m, sys.argv[0] is the module's file path)."""
+  spec = getattr(sys.modules['__main__'], '__spec__', None)
+  program = (['-m', spec.name] if spec and spec.name != '__main__'
+             else [sys.argv[0]])
+  return ' '.join(['python', *program, *sys.argv[1:]])
+
+
 def write(path, record):
   """Writes a result file; `commit` and `command` default to this
   checkout's and this process's."""
-  record = {'commit': _git_commit(),
-            'command': ' '.join(['python', '-m', *sys.argv]), **record}
+  record = {'commit': _git_commit(), 'command': _command(), **record}
   check(record, path)
   files.write(path, [json.dumps(record, indent=1, sort_keys=True) + '\n'])
 

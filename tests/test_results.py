@@ -3,6 +3,7 @@ import json
 import shutil
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -49,3 +50,17 @@ def test_a_result_file_without_a_field_is_refused_with_its_name(tmp_path):
   (tmp_path / 'bad.json').write_text(json.dumps({'order': 1}))
   with pytest.raises(errors.UserError, match=r"bad.json: 'title' missing"):
     results.read_all(str(tmp_path))
+
+
+def test_a_recorded_command_is_the_module_as_typed(monkeypatch):
+  # With -m, sys.argv[0] is the module's file path, not what was typed.
+  main = types.ModuleType('__main__')
+  main.__spec__ = types.SimpleNamespace(name='fer_jax.pretrained')
+  monkeypatch.setitem(sys.modules, '__main__', main)
+  monkeypatch.setattr(sys, 'argv', ['/src/fer_jax/pretrained.py',
+                                    '--evaluate', '--record=r.json'])
+  assert results._command() == ('python -m fer_jax.pretrained --evaluate '
+                                '--record=r.json')
+  main.__spec__ = None  # python launch.py ...
+  monkeypatch.setattr(sys, 'argv', ['launch.py', '--config=c.py'])
+  assert results._command() == 'python launch.py --config=c.py'
