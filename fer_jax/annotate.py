@@ -11,34 +11,62 @@ BOX = (255, 64, 32)
 BAR = (40, 160, 255)
 
 
-def draw(image, found):
+def _panel_width(pen, font, scale, names):
+  return 50 * scale + max(pen.textlength(f'{name} 100%', font=font)
+                          for name in names) + 8 * scale
+
+
+def draw(image, found, extend=True):
   """A copy of the RGB uint8 `image` with the faces of `Predictor.predict`
-  drawn on it: the box, the top class on a filled tag above it, and a panel
-  beside it with a bar and the probability of every class."""
+  drawn on it: the box, the top class (and the track id, in a video) on a
+  filled tag above it, and a panel beside it with a bar and the probability
+  of every class (smoothed over the track, in a video).
+
+  The panel goes right of the box, or left of it if there is no room; if
+  neither side has room, the canvas is widened on the right with white
+  (`extend`), so that the panel never covers the face. Video frames keep
+  their size (`extend` False), the panel then drawn as near as fits."""
   picture = Image.fromarray(image).convert('RGB')
-  pen = ImageDraw.Draw(picture)
   scale = max(1, round(max(picture.size) / 400))
   font = ImageFont.load_default(size=11 * scale)
   line = 13 * scale
+  pen = ImageDraw.Draw(picture)
+  places = []
   for face in found:
     x, y, w, h = face['box']
+    width = _panel_width(pen, font, scale, face['probabilities'])
+    left = x + w + 4 * scale
+    if left + width > picture.size[0] and x - width - 4 * scale >= 0:
+      left = x - width - 4 * scale
+    places.append((left, width))
+  overflow = max([left + width - picture.size[0] for left, width in places],
+                 default=0)
+  if overflow > 0:
+    if extend:
+      wider = Image.new('RGB', (picture.size[0] + int(np.ceil(overflow)),
+                                picture.size[1]), (255, 255, 255))
+      wider.paste(picture, (0, 0))
+      picture = wider
+      pen = ImageDraw.Draw(picture)
+    else:
+      places = [(max(0, min(left, picture.size[0] - width)), width)
+                for left, width in places]
+  for face, (left, width) in zip(found, places):
+    x, y, w, h = face['box']
+    probabilities = face.get('smoothed', face['probabilities'])
+    label = face.get('smoothed_label', face['label'])
     pen.rectangle([x, y, x + w, y + h], outline=BOX, width=2 * scale)
-    tag = f"{face['label']} {face['probabilities'][face['label']]:.0%}"
+    tag = (f"#{face['track']} " if 'track' in face else '') + (
+        f'{label} {probabilities[label]:.0%}')
     top = max(0, y - line - 2 * scale)
     pen.rectangle([x, top, x + pen.textlength(tag, font=font) + 4 * scale,
                    top + line + scale], fill=BOX)
     pen.text((x + 2 * scale, top), tag, fill=(255, 255, 255), font=font)
-    # The panel goes right of the box, or left of it if there is no room.
     bar = 50 * scale
-    width = bar + max(pen.textlength(f'{name} 100%', font=font)
-                      for name in face['probabilities']) + 8 * scale
-    left = x + w + 4 * scale
-    if left + width > picture.size[0]:
-      left = max(0, x - width - 4 * scale)
-    rows = len(face['probabilities'])
+    rows = len(probabilities)
     pen.rectangle([left, y, left + width, y + rows * line + 2 * scale],
                   fill=(255, 255, 255))
-    for i, (name, p) in enumerate(face['probabilities'].items()):
+    for i, (name, p) in enumerate(probabilities.items()):
       row = y + i * line + scale
       pen.rectangle([left + 2 * scale, row + 2 * scale,
                      left + 2 * scale + round(bar * p), row + line - scale],

@@ -64,13 +64,13 @@ def manager(workdir, keep, track_best, read_only=False):
     policies.append(ocp.checkpoint_managers.BestN(
         get_metric_fn=_selection, n=1,
         keep_checkpoints_without_metrics=False))
-  options = ocp.CheckpointManagerOptions(
-      preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
-          policies),
-      best_fn=_selection if track_best else None, best_mode='max',
-      create=not read_only, read_only=read_only,
-      enable_async_checkpointing=False)
   with _without_orbax_logs():  # read_only's two warnings say what we asked
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
+            policies),
+        best_fn=_selection if track_best else None, best_mode='max',
+        create=not read_only, read_only=read_only,
+        enable_async_checkpointing=False)
     return ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), 'checkpoints'),
         options=options, item_names=('model', 'opt', 'data', 'run'))

@@ -15,7 +15,9 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-def _save(fig, path):
+def save(fig, path):
+  """Writes `fig` to `path` as PNG (a temporary name, then renamed) and
+  closes it; returns `path`."""
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   fig.savefig(path + '.tmp.png', dpi=110, bbox_inches='tight')
   plt.close(fig)
@@ -46,7 +48,7 @@ def confusion(record, path):
   fig.suptitle(f"{record['split']}: accuracy {record['accuracy']:.2%} "
                f"({record['crop']}-crop, {record['checkpoint']} checkpoint, "
                f"step {record['step']})")
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def recall_bars(record, path):
@@ -66,7 +68,7 @@ def recall_bars(record, path):
   # Outside the axes: bars near 100% would hide under it.
   ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1))
   ax.set_title(f"{record['split']}: per class (support below each name)")
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def curves(lines, path):
@@ -90,7 +92,7 @@ def curves(lines, path):
                [l['train/learning_rate'] for l in train])
   axes[2].set_xlabel('step')
   axes[2].set_title('learning rate')
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def feature_maps(image, intermediates, path, channels=8):
@@ -123,7 +125,7 @@ def feature_maps(image, intermediates, path, channels=8):
   if left_out:
     title += f"\n({', '.join(left_out)}: 1x1, not drawn)"
   fig.suptitle(title)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def se_weights(weights, path, title=''):
@@ -144,4 +146,4 @@ def se_weights(weights, path, title=''):
   fig.colorbar(shown, ax=axes[:, 0], label='SE weight (sigmoid)',
                shrink=0.6, aspect=30)
   fig.suptitle(f'Squeeze-excitation channel weights {title}'.strip())
-  return _save(fig, path)
+  return save(fig, path)

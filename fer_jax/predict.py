@@ -7,7 +7,9 @@
 
 Each input is an image (JPEG, PNG, BMP, TIFF, WebP; EXIF orientation
 honoured), a folder (searched recursively) or a video (every
-`--video_stride`-th frame, with its time). Faces are found with OpenCV's Haar
+`--video_stride`-th frame, with its time; each face tracked, its
+probabilities smoothed over `--smooth` s, and a summary per track:
+`fer_jax.video`, `fer_jax.tracks`). Faces are found with OpenCV's Haar
 cascade (`fer_jax.faces`), or with `--no_detect` each input is taken as one
 face. A face reaches the model exactly as images reach it in evaluation: in
 the dataset's stored format (`to_dataset_image`: Pillow's grayscale or RGB,
@@ -19,8 +21,11 @@ probabilities.
 
 Output: with `--json` one JSON object per image or video frame on stdout,
 `{"path", ["frame", "time",] "faces": [{"box": [x, y, w, h],
-"probabilities": {class: p}, "label": class}]}`, or `{"path", "error"}`;
-text otherwise. `--out=DIR` writes annotated copies (and videos), mirroring
+"probabilities": {class: p}, "label": class[, "track": id, "smoothed":
+{class: p}, "smoothed_label": class]}]}`, after a video's frames one
+`{"path", "type": "track", "track", "first", "last", "frames",
+"mean_probabilities", "label"}` per track, or `{"path", "error"}`; text
+otherwise. `--out=DIR` writes annotated copies (and videos), mirroring
 the inputs (`fer_jax.predict_files`). An input that fails (unreadable, not a
 regular file) is reported and skipped, and the exit status is then 1; a
 mistake that concerns every input (nothing found, outputs that would
@@ -46,6 +51,9 @@ from fer_jax import image_files
 from fer_jax import models
 from fer_jax import predict_files
 from fer_jax import steps
+from fer_jax import timeline
+from fer_jax import tracks
+from fer_jax import video
 from fer_jax import weights
 from fer_jax.data import transforms
 from fer_jax.models import cpu_conv
@@ -138,8 +146,13 @@ class Predictor:
     """For each RGB uint8 image, its faces: [{'box', 'probabilities',
     'label'}]; without `detect` the whole image is one face. The faces of
     all images go through the model together."""
-    boxes = [faces.detect(image) if detect else
-             [(0, 0, image.shape[1], image.shape[0])] for image in images]
+    return self.faces(images, [
+        faces.detect(image) if detect else
+        [(0, 0, image.shape[1], image.shape[0])] for image in images])
+
+  def faces(self, images, boxes):
+    """`predict` for faces already found: `boxes[i]` the (x, y, w, h) boxes
+    of `images[i]`."""
     crops = [image[y:y + h, x:x + w]
              for image, found in zip(images, boxes) for x, y, w, h in found]
     probabilities = iter(self.probabilities(crops))
@@ -156,30 +169,13 @@ class Predictor:
     return results
 
 
-def video_frames(path, stride):
-  """Yields (frame index, time in seconds, RGB frame) of every stride-th
-  frame, after (frame rate, frame count) first."""
-  import cv2  # pylint: disable=g-import-not-at-top
-  capture = cv2.VideoCapture(path)
-  if not capture.isOpened():
-    raise errors.UserError(f'{path}: not a readable video')
-  try:
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    yield fps, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    index = 0
-    while True:
-      ok, frame = capture.read()
-      if not ok:
-        break
-      if index % stride == 0:
-        yield index, index / fps, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-      index += 1
-  finally:
-    capture.release()
-
-
 def describe(record):
   """One human-readable line for an output record."""
+  if record.get('type') == 'track':
+    return (f"{record['path']}: track {record['track']}, "
+            f"{record['first']:.2f}-{record['last']:.2f} s, "
+            f"{record['frames']} frames: {record['label']} (mean "
+            f"{record['mean_probabilities'][record['label']]:.2f})")
   where = record['path'] + (f" frame {record['frame']} ({record['time']:.2f}"
                             ' s)' if 'frame' in record else '')
   if 'error' in record:
@@ -189,7 +185,8 @@ def describe(record):
   parts = []
   for face in record['faces']:
     ranked = sorted(face['probabilities'].items(), key=lambda kv: -kv[1])
-    parts.append(f"face at {tuple(face['box'])}: " + ', '.join(
+    who = f"track {face['track']} " if 'track' in face else ''
+    parts.append(f"{who}face at {tuple(face['box'])}: " + ', '.join(
         f'{name} {p:.2f}' for name, p in ranked[:3]))
   return f'{where}: ' + '; '.join(parts)
 
@@ -203,34 +200,46 @@ def _run_image(predictor, path, detect, target):
   return [record]
 
 
-def _run_video(predictor, path, detect, target, stride, bar):
-  frames = video_frames(path, stride)
-  fps, count = next(frames)
-  bar.total += -(-count // stride)
-  records, writer = [], None
-  for index, time, frame in frames:
-    record = {'path': path, 'frame': index, 'time': round(time, 3),
-              'faces': predictor.predict([frame], detect)[0]}
-    records.append(record)
-    bar.update()
-    if target:
-      if writer is None:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        writer = annotate.VideoWriter(target, fps / stride, frame.shape)
-      writer.write(annotate.draw(frame, record['faces']))
-  if writer:
-    writer.close()
-  return records
+def _run_video(predictor, path, detect, target, options, bar):
+  """Yields each strided frame's record as it is predicted
+  (`fer_jax.video`), then one record per track; with `target`, writes the
+  annotated video and its timelines."""
+  fps, count, frames = video.open_video(path, options)
+  bar.total += -(-count // options.stride)
+  tracker = tracks.Tracker(options.track_gap, options.smooth)
+  writer, records = None, []
+  try:
+    for index, time, frame, found in video.predicted_frames(
+        predictor, frames, detect, tracker, options.frames_per_call):
+      bar.update()
+      if target:
+        if writer is None:
+          os.makedirs(os.path.dirname(target), exist_ok=True)
+          writer = annotate.VideoWriter(target, fps / options.stride,
+                                        frame.shape)
+        writer.write(annotate.draw(frame, found, extend=False))
+      records.append({'path': path, 'frame': index, 'time': round(time, 3),
+                      'faces': found})
+      yield records[-1]
+  finally:
+    if writer:
+      writer.close()
+  if target:
+    csv_path, png_path = predict_files.timeline_paths(target)
+    timeline.write_csv(csv_path, records, predictor.class_names)
+    timeline.write_png(png_path, records, predictor.class_names,
+                       os.path.basename(path))
+  for track in tracker.tracks():
+    yield {'path': path, **track.summary(predictor.class_names)}
 
 
-def plan(inputs, out=None, stride=10):
+def plan(inputs, out=None, options=video.Options()):
   """(files of the input arguments with their output paths relative to
-  `out`, where each file's annotated copy goes or None); a UserError before anything is predicted
-  or written if no file is found, or if `out` cannot take every annotated
-  copy (`predict_files.outputs`)."""
-  if stride < 1:
-    raise errors.UserError(f'--video_stride={stride}: expected a whole '
-                           'number >= 1 (1 predicts every frame)')
+  `out`, where each file's annotated copy goes or None); a UserError before
+  anything is predicted or written if no file is found, if `options` are not
+  valid, or if `out` cannot take every annotated copy
+  (`predict_files.outputs`)."""
+  options.check()
   found = predict_files.expand(inputs)
   if not found:
     raise errors.UserError(f'no images or videos found in {", ".join(inputs)}')
@@ -238,21 +247,25 @@ def plan(inputs, out=None, stride=10):
                  else [None] * len(found))
 
 
-def run(predictor, inputs, detect=True, out=None, stride=10):
-  """Yields an output record per image or video frame, or per failure."""
-  found, targets = plan(inputs, out, stride)
-  return _records(predictor, found, targets, detect, stride)
+def run(predictor, inputs, detect=True, out=None, options=video.Options()):
+  """Yields an output record per image, video frame or video track, or per
+  failure; `options` say how videos are read (`video.Options`)."""
+  found, targets = plan(inputs, out, options)
+  return _records(predictor, found, targets, detect, options)
 
 
-def _records(predictor, found, targets, detect, stride):
-  # Over files and video frames: a video adds its frames when it starts.
-  with tqdm.tqdm(total=len(found), unit='item', file=sys.stderr,
-                 disable=len(found) < 2) as bar:
+def _records(predictor, found, targets, detect, options):
+  # Over files and video frames (an image counts as one frame): a video
+  # adds its frames when it starts.
+  videos = any(predict_files.is_video(path) for path, _ in found)
+  with tqdm.tqdm(total=len(found), unit='frame', file=sys.stderr,
+                 disable=len(found) < 2 and not videos) as bar:
     for (path, _), target in zip(found, targets):
       try:
         image_files.check_regular(path)
         if predict_files.is_video(path):
-          yield from _run_video(predictor, path, detect, target, stride, bar)
+          yield from _run_video(predictor, path, detect, target, options,
+                                bar)
         else:
           yield from _run_image(predictor, path, detect, target)
       except errors.UserError as e:
@@ -271,13 +284,14 @@ def main(argv):
   if f['checkpoint'].present and not f.workdir:
     raise SystemExit('error: --checkpoint picks a checkpoint of --workdir; '
                      'give --workdir=RUN too (the shipped model has one)')
-  found, targets = errors.report(plan, inputs, f.out, f.video_stride,
+  options = video.Options(f.video_stride, f.track_gap, f.smooth)
+  found, targets = errors.report(plan, inputs, f.out, options,
                                  verbose=verbose)
   predictor = errors.report(Predictor.load, f.workdir or weights.SHIPPED,
                             f.checkpoint, verbose=verbose)
   failed = False
   for record in _records(predictor, found, targets, not f.no_detect,
-                         f.video_stride):
+                         options):
     failed |= 'error' in record
     print(json.dumps(record) if f.json else describe(record), flush=True)
   sys.exit(1 if failed else 0)
@@ -293,7 +307,12 @@ if __name__ == '__main__':
   flags.DEFINE_string('out', None, 'Folder for annotated copies.')
   flags.DEFINE_bool('json', False, 'JSON lines on stdout.')
   flags.DEFINE_bool('no_detect', False, 'Each input is already a cropped face.')
-  flags.DEFINE_integer('video_stride', 10,
+  flags.DEFINE_integer('video_stride', video.Options.stride,
                        'Predict every n-th frame of a video.')
+  flags.DEFINE_float('track_gap', video.Options.track_gap,
+                     'Seconds a face may go unseen and keep its track id.')
+  flags.DEFINE_float('smooth', video.Options.smooth,
+                     'Half-life in seconds of the smoothing of each '
+                     "track's probabilities (0: off).")
   app.run(main, flags_parser=functools.partial(errors.parse_flags,
                                                program='predict'))

@@ -4,8 +4,9 @@ Inputs: files as given, folders searched recursively (sorted; hidden files
 and folders left out). Annotated copies under `--out=OUT` mirror the inputs,
 so that two inputs never share an output by accident: a file argument
 `a/x.jpg` gives `OUT/x.jpg`, a folder argument `photos/` gives
-`OUT/photos/<its path inside photos>`. A video's copy is `.mp4`, an image in
-a format Pillow cannot write `.png`. Inputs that would still share an output
+`OUT/photos/<its path inside photos>`. A video's copy is `.mp4`, beside its
+`_timeline.csv` and `_timeline.png`; an image in a format Pillow cannot
+write becomes `.png`. Inputs that would still share an output
 (`a/x.jpg` and `b/x.jpg`, `a/photos/` and `b/photos/`, `x.avi` and `x.mp4`
 in one folder) are refused before anything is written
 (tests/test_predict.py::test_same_named_inputs_get_their_own_outputs_or_are_refused).
@@ -49,6 +50,12 @@ def _writable_extension(path):
   return extension if writable else '.png'
 
 
+def timeline_paths(target):
+  """The CSV and PNG timelines (`fer_jax.timeline`) of a video's copy."""
+  stem = os.path.splitext(target)[0]
+  return [stem + '_timeline.csv', stem + '_timeline.png']
+
+
 def outputs(found, out):
   """Where the annotated copy of each of `found` goes under `out`; a
   UserError if `out` is not a folder or two files would share an output."""
@@ -59,11 +66,13 @@ def outputs(found, out):
   for path, relative in found:
     target = os.path.join(out, os.path.splitext(relative)[0]
                           + _writable_extension(path))
-    other = claimed.setdefault(os.path.normcase(target), path)
-    if other != path:
-      raise errors.UserError(
-          f'--out={out}: {other} and {path} would both be written to '
-          f'{target}; give them in folders of different names, or predict '
-          'them in separate commands')
+    for written in [target] + (timeline_paths(target) if is_video(path)
+                               else []):
+      other = claimed.setdefault(os.path.normcase(written), path)
+      if other != path:
+        raise errors.UserError(
+            f'--out={out}: {other} and {path} would both be written to '
+            f'{written}; give them in folders of different names, or '
+            'predict them in separate commands')
     targets.append(target)
   return targets

@@ -1,4 +1,5 @@
 """Prediction on photos: detection, the same preprocessing as evaluation."""
+import csv
 import glob
 import json
 import os
@@ -9,11 +10,13 @@ import sys
 import flax.serialization
 import jax
 import numpy as np
+from PIL import Image
 import pytest
 from skimage import data
 
 import fixtures
 from conftest import REPO, run_env
+from fer_jax import annotate
 from fer_jax import errors
 from fer_jax import evaluation
 from fer_jax import experiment
@@ -23,7 +26,9 @@ from fer_jax import predict
 from fer_jax import pretrained
 from fer_jax import robustness
 from fer_jax import teacher as teacher_lib
+from fer_jax import tracks
 from fer_jax import train
+from fer_jax import video
 from fer_jax import weights
 from fer_jax.data import fer2013
 from fer_jax.data import pipeline
@@ -230,11 +235,26 @@ def test_a_video_gives_every_strided_frame_with_its_time(fer2013_run,
   writer.release()
   predictor = predict.Predictor.load(workdir)
   records = list(predict.run(predictor, [path], detect=False,
-                             out=str(tmp_path / 'out'), stride=3))
-  assert [(r['frame'], r['time']) for r in records] == [
+                             out=str(tmp_path / 'out'),
+                             options=video.Options(stride=3)))
+  *frames, track = records
+  assert [(r['frame'], r['time']) for r in frames] == [
       (0, 0.0), (3, 0.3), (6, 0.6)]
-  assert all(len(r['faces']) == 1 for r in records)
-  assert os.listdir(tmp_path / 'out') == ['clip.mp4']
+  assert all(len(r['faces']) == 1 for r in frames)
+  assert sorted(os.listdir(tmp_path / 'out')) == [
+      'clip.mp4', 'clip_timeline.csv', 'clip_timeline.png']
+  # One face throughout: one track, its smoothed probabilities a causal
+  # average (the first frame's own), its summary their mean.
+  faces = [r['faces'][0] for r in frames]
+  assert [f['track'] for f in faces] == [1, 1, 1]
+  assert faces[0]['smoothed'] == pytest.approx(faces[0]['probabilities'])
+  names = list(predictor.class_names)
+  raw = np.array([[f['probabilities'][n] for n in names] for f in faces])
+  assert track['type'] == 'track' and track['frames'] == 3
+  assert (track['first'], track['last']) == (0.0, 0.6)
+  np.testing.assert_allclose(
+      [track['mean_probabilities'][n] for n in names], raw.mean(0),
+      atol=1e-6)
 
 
 def test_the_shipped_model_is_one_small_file_that_predicts_a_photograph():
@@ -341,3 +361,108 @@ def test_an_exported_model_is_scored_under_each_shift(fer2013_run, tmp_path,
   assert report['robustness']['identity']['accuracy'] == report['accuracy']
   assert report['robustness']['identity']['macro_f1'] == report['macro']['f1']
   assert report['robustness']['rotate_15']['augmented_in_training'] is False
+
+
+@pytest.mark.parametrize('box, widened', [
+    ((5, 60, 100, 110), False),   # near the left edge: the panel goes right
+    ((150, 60, 100, 110), False),  # near the right edge: it goes left
+    ((20, 30, 220, 200), True),    # the face fills the width: canvas widened
+])
+def test_the_probability_panel_never_covers_the_face(box, widened):
+  image = np.ascontiguousarray(data.astronaut()[::2, ::2])  # 256 x 256
+  names = fer2013.CLASS_NAMES
+  face = {'box': list(box), 'label': 'happy',
+          'probabilities': {n: 1 / len(names) for n in names}}
+  out = annotate.draw(image, [face])
+  assert out.shape[0] == 256 and (out.shape[1] > 256) == widened
+  x, y, w, h = box
+  margin = 3  # the box's outline
+  np.testing.assert_array_equal(
+      out[y + margin:y + h - margin, x + margin:x + w - margin],
+      image[y + margin:y + h - margin, x + margin:x + w - margin])
+
+
+def _two_faces_clip(path):
+  """A 6 s clip at 10 frames/s built from real photographs: the astronaut's
+  head (top row, moving right) and its mirror image (bottom row, moving
+  left) cross on a photograph of coffee; the bottom face is away for 0.5 s
+  (frames 20-24) and for 1.5 s (frames 35-49). Returns, per frame, whether
+  the bottom face is shown."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  head = data.astronaut()[20:260, 130:330]  # 240 x 200, hair to chin
+  background = np.asarray(Image.fromarray(data.coffee()).resize((640, 480)))
+  shown = [not (20 <= i < 25 or 35 <= i < 50) for i in range(60)]
+  # Lossless (FFV1): in MJPG's artefacts the cascade finds a false face in
+  # the coffee.
+  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'FFV1'), 10.0,
+                           (640, 480))
+  for i, bottom in enumerate(shown):
+    frame = background.copy()
+    frame[0:240, 10 + 7 * i:210 + 7 * i] = head
+    if bottom:
+      frame[240:480, 430 - 7 * i:630 - 7 * i] = head[:, ::-1]
+    writer.write(np.ascontiguousarray(frame[..., ::-1]))
+  writer.release()
+  return shown
+
+
+def test_a_video_gives_tracks_and_a_timeline(fer2013_run, tmp_path):
+  _, workdir, _ = fer2013_run
+  path = str(tmp_path / 'clip.avi')
+  shown = _two_faces_clip(path)
+  predictor = predict.Predictor.load(workdir)
+  records = list(predict.run(
+      predictor, [path], out=str(tmp_path / 'out'),
+      options=video.Options(stride=1, track_gap=1.0, smooth=0.3)))
+  frames = [r for r in records if 'frame' in r]
+  summaries = [r for r in records if r.get('type') == 'track']
+  assert len(frames) == 60
+  for record, bottom in zip(frames, shown):
+    ids = [f['track'] for f in sorted(record['faces'],
+                                      key=lambda f: f['box'][1])]
+    # The top face keeps 1 through the crossing; the bottom one keeps 2
+    # across the 0.5 s gap and is a new track, 3, after the 1.5 s one.
+    expected = [1] + ([2 if record['frame'] < 50 else 3] if bottom else [])
+    assert ids == expected, (record['frame'], ids)
+  assert [(s['track'], s['frames']) for s in summaries] == [
+      (1, 60), (2, 30), (3, 10)]
+  assert (summaries[1]['first'], summaries[1]['last']) == (0.0, 3.4)
+  # The timeline: one CSV row per face and frame, the JSON's smoothed
+  # probabilities; one PNG panel per track.
+  with open(tmp_path / 'out' / 'clip_timeline.csv') as f:
+    rows = list(csv.DictReader(f))
+  faces_ = [(r['time'], face) for r in frames for face in r['faces']]
+  assert len(rows) == len(faces_) == 100
+  for row, (time, face) in zip(rows, faces_):
+    assert float(row['time']) == time and int(row['track']) == face['track']
+    np.testing.assert_allclose(
+        [float(row[n]) for n in predictor.class_names],
+        list(face['smoothed'].values()), atol=1e-5)
+  with Image.open(tmp_path / 'out' / 'clip_timeline.png') as png:
+    assert png.format == 'PNG' and png.size[1] > 3 * 150
+  assert sorted(os.listdir(tmp_path / 'out')) == [
+      'clip.mp4', 'clip_timeline.csv', 'clip_timeline.png']
+
+
+def test_faces_of_several_frames_in_one_call_are_each_faces_own(
+    fer2013_run, tmp_path):
+  _, workdir, _ = fer2013_run
+  path = str(tmp_path / 'clip.avi')
+  _two_faces_clip(path)
+  predictor = predict.Predictor.load(workdir)
+
+  def run(frames_per_call, decode_ahead):
+    options = video.Options(stride=3, frames_per_call=frames_per_call,
+                            decode_ahead=decode_ahead)
+    _, _, frames = video.open_video(path, options)
+    return [(index, faces_) for index, _, _, faces_ in video.predicted_frames(
+        predictor, frames, True, tracks.Tracker(1.0, 0.3), frames_per_call)]
+
+  one, batched = run(1, False), run(8, True)
+  assert [i for i, _ in one] == [i for i, _ in batched] == list(range(0, 60, 3))
+  for (_, a), (_, b) in zip(one, batched):
+    assert [f['box'] for f in a] == [f['box'] for f in b]
+    for key in ('probabilities', 'smoothed'):
+      np.testing.assert_allclose([list(f[key].values()) for f in a],
+                                 [list(f[key].values()) for f in b],
+                                 atol=1e-5)
