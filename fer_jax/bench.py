@@ -16,6 +16,7 @@ Cutout) for each of `--workers`, to compare with the train step's images/s.
   python -m fer_jax.bench --models=vgg19 --width=0.125 --modes=train,ldl
   python -m fer_jax.bench --modes=input --data=fer2013 --workers=0,1,2
   python -m fer_jax.bench --modes=predict   # the shipped model on faces
+  python -m fer_jax.bench --modes=video     # predict on a 640x480 clip
   python -m fer_jax.bench --summary   # parameters and GMACs beside the papers'
   python -m fer_jax.bench --json
 
@@ -54,6 +55,7 @@ import ml_collections
 import numpy as np
 
 from fer_jax import bench_kernels
+from fer_jax import bench_video
 from fer_jax import hugepages
 from fer_jax import models
 from fer_jax import optim
@@ -299,7 +301,7 @@ def main(argv):
     return
   batch = lambda name: flags.FLAGS.batch or BATCHES[name]
   modes = [m for m in flags.FLAGS.modes
-           if m not in ('input', 'predict', 'kernels')]
+           if m not in ('input', 'predict', 'kernels', 'video')]
   widths = [float(w) for w in flags.FLAGS.width]
   # What the table compares runs side by side in each round: for each width
   # and mode, every model and then PyTorch's version of it.
@@ -334,6 +336,9 @@ def main(argv):
                 for workers in flags.FLAGS.workers]
   if 'predict' in flags.FLAGS.modes:
     records += [time_predict(batch, flags.FLAGS.steps) for batch in (1, 64)]
+  clips = []
+  if 'video' in flags.FLAGS.modes:
+    clips = bench_video.time_video(flags.FLAGS.rounds)
   kernels = []
   if 'kernels' in flags.FLAGS.modes:
     if jax.default_backend() == 'cpu':
@@ -344,7 +349,7 @@ def main(argv):
   rate = timing.matmul_gflops()
   tunables = os.environ.get('GLIBC_TUNABLES')
   if flags.FLAGS.json:
-    print(json.dumps(records + kernels + [{'name': 'matmul', 'achieved_gflops': rate,
+    print(json.dumps(records + kernels + clips + [{'name': 'matmul', 'achieved_gflops': rate,
                                  'glibc_tunables': tunables}], indent=1))
     return
   print(f'{jax.devices()[0].platform}: {jax.device_count()} device(s); '
@@ -366,6 +371,8 @@ def main(argv):
     print(line)
   if kernels:
     print('\n'.join(['', *bench_kernels.table(kernels)]))
+  if clips:
+    print('\n'.join(['', *bench_video.table(clips)]))
   if {'vgg19', 'uvgg19'} & set(flags.FLAGS.models) and (
       len(widths) > 1 or flags.FLAGS.reference):
     print('\n'.join(['', *width_table(records, widths)]))

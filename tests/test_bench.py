@@ -2,9 +2,13 @@
 import subprocess
 import sys
 
+import pytest
+
 from configs import vgg19_fer2013
 from conftest import REPO, run_env
 from fer_jax import bench
+from fer_jax import bench_video
+from fer_jax import faces
 
 
 def test_bench_summary_prints_every_model():
@@ -52,3 +56,17 @@ def test_the_bench_times_the_paper_recipe_of_its_config():
       theirs = tuple(theirs) if isinstance(theirs, list) else theirs
       assert ours == theirs, f'{section}.{key}'
   assert recipe.epochs == config.epochs
+
+
+@pytest.mark.parametrize('count', [1, 4])
+def test_the_video_bench_clip_holds_its_faces(tmp_path, count):
+  import cv2  # pylint: disable=g-import-not-at-top
+  path = bench_video.write_clip(str(tmp_path / 'clip.mp4'), count)
+  capture = cv2.VideoCapture(path)
+  frames = []
+  while (read := capture.read())[0]:
+    frames.append(cv2.cvtColor(read[1], cv2.COLOR_BGR2RGB))
+  assert len(frames) == bench_video.FRAMES
+  assert frames[0].shape == (*bench_video.SIZE, 3)
+  for frame in (frames[0], frames[-1]):
+    assert len(faces.detect(frame)) == count
