@@ -1,4 +1,5 @@
-"""VGG19-BN at 1/4 width on FER2013, sized for a 2-core CPU: the shipped model.
+"""VGG19-BN at 1/4 width on FER2013, sized for a 2-core CPU: the first shipped
+model (v1; the shipped file is now v2, configs/uvgg_fer2013_cpu.py).
 
 Run:      python -m fer_jax.data.prepare --dataset=fer2013 --manual_dir=PATH
           python launch.py --config=configs/vgg19_fer2013_cpu.py

@@ -5,9 +5,12 @@ Run:      python launch.py --config=configs/vgg19_fer2013_ldl_cpu.py \
               --workdir=runs/small_ldl_s0 [--config.seed=1]
           and PrivateTest once, at the end, as the one-hot student's
           docstring shows. The teacher is the shipped model
-          (fer_jax/pretrained/fer2013.msgpack, exported from a run of
-          configs/vgg19_fer2013_cpu.py); to train the teacher yourself
-          (about 50 minutes on a 2-core CPU):
+          (fer_jax/pretrained/fer2013.msgpack). The recorded results
+          (results/fer2013_ldl_seed*.json) were taught by its first
+          version, v1, exported from a run of configs/vgg19_fer2013_cpu.py
+          (`git show 7b44822:fer_jax/pretrained/fer2013.msgpack > v1.msgpack`
+          and --config.ldl.teacher=v1.msgpack reproduce them); to train
+          that teacher yourself (about 50 minutes on a 2-core CPU):
           python launch.py --config=configs/vgg19_fer2013_cpu.py \
               --workdir=runs/teacher
           python launch.py --config=configs/vgg19_fer2013_ldl_cpu.py \

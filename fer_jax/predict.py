@@ -58,9 +58,9 @@ from fer_jax import weights
 from fer_jax.data import transforms
 from fer_jax.models import cpu_conv
 
-# Faces are batched in these sizes (padded up), so that the model compiles
+# Faces go through the model in calls of these sizes, so that it compiles
 # once per size, not once per face count.
-BATCH_SIZES = (1, 4, 16, 64)
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
 
 def to_dataset_image(image, shape):
@@ -131,15 +131,15 @@ class Predictor:
     inputs = np.stack([
         self.transform({'image': to_dataset_image(f, self.image_shape),
                         'label': 0})['image'] for f in face_images])
-    out = []
-    for start in range(0, len(inputs), BATCH_SIZES[-1]):
-      chunk = inputs[start:start + BATCH_SIZES[-1]]
-      size = min(s for s in BATCH_SIZES if s >= len(chunk))
-      padded = np.concatenate(
-          [chunk, np.zeros((size - len(chunk), *chunk.shape[1:]),
-                           chunk.dtype)])
+    out, start = [], 0
+    while start < len(inputs):
+      # The largest size that the faces left fill: no padding (17 faces are
+      # 16 + 1, not 64 with 47 blank; powers of two make any count one
+      # call per bit).
+      size = max(s for s in BATCH_SIZES if s <= len(inputs) - start)
       out.append(np.asarray(self._probabilities(
-          self.variables, self.logit_shift, padded))[:len(chunk)])
+          self.variables, self.logit_shift, inputs[start:start + size])))
+      start += size
     return np.concatenate(out)
 
   def predict(self, images, detect=True):

@@ -12,7 +12,7 @@ then renamed); `fer_jax.weights.load` reads it back, as every caller does.
 measures the file itself on the prepared FER2013 (PublicTest, PrivateTest),
 through the same `Predictor` that serves photos.
 Which run made the shipped file, and its measured accuracy, is in the
-README and in its config (`configs/vgg19_fer2013_cpu.py`).
+README and in its config (`configs/uvgg_fer2013_cpu.py`).
 """
 import json
 import os

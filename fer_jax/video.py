@@ -36,7 +36,7 @@ class Options:
   stride: int = 10
   track_gap: float = 1.0
   smooth: float = 0.3
-  frames_per_call: int = 8
+  frames_per_call: int = 4
   decode_ahead: bool = True
 
   def check(self):

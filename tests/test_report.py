@@ -99,3 +99,19 @@ def test_comparison_table_has_a_row_per_run(reports):
 def test_a_workdir_without_a_run_is_one_clear_error(tmp_path):
   with pytest.raises(errors.MissingError, match='no checkpoints/ folder'):
     report.write(str(tmp_path))
+
+
+@pytest.mark.parametrize('content, problem', [
+    ('[1, 2, 3]', 'no step, accuracy, classes'),
+    ('{"step": 3', 'Expecting'),
+])
+def test_an_evaluation_record_of_another_shape_is_one_clear_error(
+    reports, tmp_path, content, problem):
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir = str(shutil.copytree(reports['6_all'][0], tmp_path / 'run'))
+  with open(os.path.join(workdir, 'eval', 'test.json'), 'w') as f:
+    f.write(content)
+  with pytest.raises(errors.UserError, match=(
+      rf'eval/test.json: not an evaluation record \({problem}.*\); write '
+      'it again with launch.py --mode=eval')):
+    report.write(workdir)
