@@ -169,8 +169,9 @@ def _forwarding(previous):
 def _quiet_failures():
   """Orbax's writer threads log each failed write with its traceback, and
   asyncio and tensorstore print more as the failed tasks are collected,
-  some of it only at exit: hundreds of lines for one full disk. `save`
-  reports the failure in one line instead. Only those leftovers are
+  some of it only at exit: hundreds of lines for one full disk, dozens for
+  one damaged checkpoint read. `save` and `_restore` report the failure in
+  one line instead. Only those leftovers are
   dropped (orbax's and asyncio's log records and their unraisable
   exceptions), during a save and, after a failed one, for the rest of the
   process: logging's verbosity is untouched and every other record and
@@ -245,7 +246,10 @@ def saved_process_count(mngr, step):
 
 def _restore(mngr, step, **items):
   try:
-    return mngr.restore(step, args=ocp.args.Composite(**items))
+    # A damaged file leaves orbax's reading coroutines to be collected
+    # later, each printing its traceback: quiet, as for a failed save.
+    with _quiet_failures():
+      return mngr.restore(step, args=ocp.args.Composite(**items))
   except FileNotFoundError as e:
     raise DamagedError(mngr, step, f'missing file: {e}') from e
   except Exception as e:  # pylint: disable=broad-except
