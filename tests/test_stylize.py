@@ -133,18 +133,19 @@ def test_ckplus_copies_come_from_the_folds_training_images(tmp_path):
     (dict(add='fear:x'), "'fear:x' is not CLASS:N"),
     (dict(add='fear:1', name='../../escaped'),
      "name '../../escaped': expected letters, digits"),
-    (dict(add='fear:1', name='/tmp/escaped'), 'not a path'),
+    (dict(add='fear:1', name='{tmp_path}/escaped'), 'not a path'),
 ])
 def test_bad_requests_are_refused_before_writing(rafdb_dir, tmp_path, kwargs,
                                                  message):
   kwargs = dict(dict(name='bad'), **kwargs)
+  kwargs['name'] = kwargs['name'].format(tmp_path=tmp_path)
   before = sorted(glob.glob(os.path.join(rafdb_dir, '**'), recursive=True))
   with pytest.raises(errors.UserError, match=message):
     stylize.create('rafdb', data_dir=rafdb_dir, **kwargs)
   assert sorted(glob.glob(os.path.join(rafdb_dir, '**'),
                           recursive=True)) == before
   assert not os.path.exists(os.path.join(rafdb_dir, '..', 'escaped'))
-  assert not os.path.exists('/tmp/escaped')
+  assert not os.path.exists(tmp_path / 'escaped')
 
 
 def test_a_killed_stylisation_leaves_nothing_behind_for_the_next(rafdb_dir):
