@@ -81,21 +81,26 @@ def _ahead(frames):
   done = object()
   stop = threading.Event()
 
+  def put(item):
+    # Never blocks for good: a consumer that stopped sets `stop`.
+    while not stop.is_set():
+      try:
+        waiting.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
   def decode():
     try:
       for item in frames:
-        while not stop.is_set():
-          try:
-            waiting.put(item, timeout=0.1)
-            break
-          except queue.Full:
-            continue
-        if stop.is_set():
+        if not put(item):
           break
     except Exception as e:  # pylint: disable=broad-except
-      waiting.put(e)
+      put(e)  # raised again in the consumer's thread
     finally:
-      waiting.put(done)
+      frames.close()  # releases the capture
+      put(done)
 
   thread = threading.Thread(target=decode, daemon=True)
   thread.start()

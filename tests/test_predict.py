@@ -15,7 +15,7 @@ import pytest
 from skimage import data
 
 import fixtures
-from conftest import REPO, run_env
+from conftest import REPO, run_env, within
 from fer_jax import annotate
 from fer_jax import errors
 from fer_jax import evaluation
@@ -466,3 +466,16 @@ def test_faces_of_several_frames_in_one_call_are_each_faces_own(
       np.testing.assert_allclose([list(f[key].values()) for f in a],
                                  [list(f[key].values()) for f in b],
                                  atol=1e-5)
+
+
+def test_a_reader_that_stops_early_ends_the_decoding_thread(tmp_path):
+  import threading  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / 'clip.avi')
+  _two_faces_clip(path)
+  before = threading.active_count()
+  with within(60):
+    _, _, frames = video.open_video(path, video.Options(stride=1))
+    first = [index for (index, _, _), _ in zip(frames, range(3))]
+    frames.close()  # with the decoder blocked on a full queue (60 > 32)
+  assert first == [0, 1, 2]
+  assert threading.active_count() == before
