@@ -218,9 +218,11 @@ def _run_video(predictor, path, detect, target, options, bar):
           writer = annotate.VideoWriter(target, fps / options.stride,
                                         frame.shape)
         writer.write(annotate.draw(frame, found, extend=False))
-      records.append({'path': path, 'frame': index, 'time': round(time, 3),
-                      'faces': found})
-      yield records[-1]
+      record = {'path': path, 'frame': index, 'time': round(time, 3),
+                'faces': found}
+      if target:  # the timelines are drawn from them at the end
+        records.append(record)
+      yield record
   finally:
     if writer:
       writer.close()
