@@ -4,7 +4,8 @@
 Run:      python -m fer_jax.data.prepare --dataset=fer2013 --manual_dir=PATH
           python launch.py --config=configs/uvgg_fer2013_cpu.py
           python -m fer_jax.logit_adjustment --workdir=runs/uvgg_fer2013_cpu
-          python -m fer_jax.pretrained --workdir=runs/uvgg_fer2013_cpu
+          python -m fer_jax.export --workdir=runs/uvgg_fer2013_cpu \
+              --output=fer_jax/pretrained/fer2013.msgpack
           python -m fer_jax.pretrained --evaluate --robustness \
               --record=results/shipped_fer2013_v2.json
           (the third command chooses a post-hoc tau on PublicTest; the

@@ -3,7 +3,8 @@ model (v1; the shipped file is now v2, configs/uvgg_fer2013_cpu.py).
 
 Run:      python -m fer_jax.data.prepare --dataset=fer2013 --manual_dir=PATH
           python launch.py --config=configs/vgg19_fer2013_cpu.py
-          python -m fer_jax.pretrained --workdir=runs/vgg19_fer2013_cpu
+          python -m fer_jax.export --workdir=runs/vgg19_fer2013_cpu \
+              --output=fer_jax/pretrained/fer2013.msgpack
           (the last command writes fer_jax/pretrained/fer2013.msgpack, the
           model `python -m fer_jax.predict` uses by default).
 Hardware: a 2-core x86 CPU (the shipped file: 48 min of training on one

@@ -10,7 +10,7 @@ in `RUN/logit_adjustment.json` with the prior, the checkpoint step and the
 balanced accuracy before and after. From then on the run's model is the
 adjusted one wherever it is used: `launch.py --mode=eval` (its
 `eval/<split>.json` says which tau), `Predictor.load`, `python -m
-fer_jax.pretrained` (the exported file carries the shift; a file exported
+fer_jax.export` (an exported file, .msgpack or .onnx, carries the shift; a file exported
 before this existed loads with none) and `fer_jax.report`
 (`tests/test_predict.py::
 test_a_recorded_logit_adjustment_is_applied_by_eval_predict_and_export`

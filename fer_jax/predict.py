@@ -120,7 +120,7 @@ class Predictor:
 
   @classmethod
   def pretrained(cls):
-    """The FER2013 model that ships with the package (`fer_jax.pretrained`)."""
+    """The FER2013 model that ships with the package (`fer_jax.export` wrote it)."""
     return cls.load(weights.SHIPPED)
 
   def probabilities(self, face_images):

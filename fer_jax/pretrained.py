@@ -1,16 +1,13 @@
-"""The model that ships with the package: one file with its config, class
-names, stored image shape and weights (flax's msgpack).
+"""The model that ships with the package, measured: one file with its
+config, class names, stored image shape and weights (flax's msgpack),
+written by `python -m fer_jax.export --workdir=RUN
+--output=fer_jax/pretrained/fer2013.msgpack` and read by `fer_jax.weights.load`
+as every caller reads it.
 
-  python -m fer_jax.pretrained --workdir=runs/vgg19_fer2013_cpu \
-      [--checkpoint=selected] [--output=fer_jax/pretrained/fer2013.msgpack]
+  python -m fer_jax.pretrained --evaluate [--output=FILE] [--data_dir=DIR]
 
-exports a run's checkpoint into that file (written to a temporary name,
-then renamed); `fer_jax.weights.load` reads it back, as every caller does.
-
-  python -m fer_jax.pretrained --evaluate [--data_dir=DIR]
-
-measures the file itself on the prepared FER2013 (PublicTest, PrivateTest),
-through the same `Predictor` that serves photos.
+measures the file (by default the shipped one) on the prepared FER2013
+(PublicTest, PrivateTest), through the same `Predictor` that serves photos.
 Which run made the shipped file, and its measured accuracy, is in the
 README and in its config (`configs/uvgg_fer2013_cpu.py`).
 """
@@ -22,22 +19,12 @@ from absl import flags
 import numpy as np
 
 from fer_jax import errors
-from fer_jax import files
 from fer_jax import metrics as metrics_lib
 from fer_jax import predict
 from fer_jax import results
 from fer_jax import robustness
 from fer_jax import weights
 from fer_jax.data import pipeline
-
-
-def export(workdir, output=weights.SHIPPED, checkpoint_step='selected'):
-  """Writes the run's checkpoint, and its post-hoc logit adjustment if one
-  was recorded, to `output`; returns `output`."""
-  w = weights.load(workdir, checkpoint_step, key='--workdir')
-  if w.config is None:
-    raise errors.UserError(f'--workdir={workdir}: not a training run')
-  return files.write(output, weights.export_record(w))
 
 
 def _confusion(predictor, source, shift=None):
@@ -115,37 +102,31 @@ def _record(path, model_path, reports):
 def main(argv):
   del argv
   f = flags.FLAGS
-  if f.evaluate:
-    reports = errors.report(evaluate, f.output, f.data_dir,
-                            ('validation', 'test'), f.robustness,
-                            verbose=f.verbosity >= 1)
-    for split, report in reports.items():
-      print(f'{f.output} on {_describe(split, report)}')
-      for name, r in report.get('robustness', {}).items():
-        print(f"  {name} ({r['what']}): accuracy {r['accuracy']:.2%}, "
-              f"balanced {r['balanced_accuracy']:.2%}, macro-F1 "
-              f"{r['macro_f1']:.3f}")
-    if f.record:
-      _record(f.record, f.output, reports)
-    return
-  if not f.workdir:
-    raise app.UsageError('--workdir is required')
-  errors.report(export, f.workdir, f.output, f.checkpoint,
-                verbose=f.verbosity >= 1)
-  print(f'{f.output}: {os.path.getsize(f.output) / 1e6:.1f} MB')
+  if not f.evaluate:
+    raise app.UsageError('--evaluate is required; to export a run, use '
+                         'python -m fer_jax.export')
+  reports = errors.report(evaluate, f.output, f.data_dir,
+                          ('validation', 'test'), f.robustness,
+                          verbose=f.verbosity >= 1)
+  for split, report in reports.items():
+    print(f'{f.output} on {_describe(split, report)}')
+    for name, r in report.get('robustness', {}).items():
+      print(f"  {name} ({r['what']}): accuracy {r['accuracy']:.2%}, "
+            f"balanced {r['balanced_accuracy']:.2%}, macro-F1 "
+            f"{r['macro_f1']:.3f}")
+  if f.record:
+    _record(f.record, f.output, reports)
 
 
 if __name__ == '__main__':
   # Defined here, not at import, so that other tools can import this one.
-  flags.DEFINE_string('workdir', None, 'The run to export.')
-  flags.DEFINE_string('checkpoint', 'selected',
-                      "'selected', 'latest' or a step.")
-  flags.DEFINE_string('output', weights.SHIPPED, 'The file to write (or evaluate).')
-  flags.DEFINE_bool('evaluate', False, 'Instead: the accuracy of --output on '
-                    'its prepared dataset.')
-  flags.DEFINE_string('data_dir', None, 'TFDS data_dir for --evaluate.')
-  flags.DEFINE_string('record', None, 'With --evaluate: the result file '
-                      '(results/NAME.json) to write the figures into.')
-  flags.DEFINE_bool('robustness', False, 'With --evaluate: also under each '
-                    'named shift of fer_jax/robustness.py.')
+  flags.DEFINE_string('output', weights.SHIPPED, 'The exported file to '
+                      'evaluate.')
+  flags.DEFINE_bool('evaluate', False, 'The accuracy of --output on its '
+                    'prepared dataset.')
+  flags.DEFINE_string('data_dir', None, 'TFDS data_dir.')
+  flags.DEFINE_string('record', None, 'The result file (results/NAME.json) '
+                      'to write the figures into.')
+  flags.DEFINE_bool('robustness', False, 'Also under each named shift of '
+                    'fer_jax/robustness.py.')
   app.run(main)

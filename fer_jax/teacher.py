@@ -2,7 +2,7 @@
 
 A teacher is any trained model that says what it expects: a fer_jax
 workdir (its selected checkpoint, or its latest without a selection split),
-a file exported by `fer_jax.pretrained` (the shipped model, for one), or a
+a file exported by `fer_jax.export` (the shipped model, for one), or a
 `fer_jax.convert` output with a `data.json` (EfficientFace's LDG records its
 own; other converted weights need `--class_names` when converting).
 

@@ -4,7 +4,7 @@ A path is any of
 - a training run's workdir (`checkpoints/`): its selected checkpoint, by the
   run's own selection split (or 'latest', or a step), restored onto this
   process's device whatever device or process count wrote it;
-- a file exported by `fer_jax.pretrained` (the shipped model is one): the
+- a .msgpack file exported by `fer_jax.export` (the shipped model is one): the
   run's config, class names, stored image shape and variables in one
   msgpack;
 - a `fer_jax.convert` output (`model.json`, `variables/`, and `data.json`
@@ -12,7 +12,7 @@ A path is any of
 
 Every caller goes through it: `config.model.init_from` (`train.start_from`),
 the LDL teacher (`fer_jax.teacher`), `fer_jax.predict.Predictor` and
-`fer_jax.pretrained`, so that what one accepts all accept
+`fer_jax.export`, so that what one accepts all accept
 (`tests/test_weights.py`).
 """
 import dataclasses
@@ -30,7 +30,7 @@ from fer_jax import convert
 from fer_jax import errors
 from fer_jax import models
 
-# The FER2013 model that ships inside the package (`fer_jax.pretrained`
+# The FER2013 model that ships inside the package (`fer_jax.export`
 # writes it; `fer_jax.predict` uses it by default).
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                        'pretrained', 'fer2013.msgpack')
@@ -263,7 +263,8 @@ def load(path, checkpoint_step='selected', *, key='path', log=print):
   if path == SHIPPED:
     raise errors.MissingError(
         f'{path}: missing; the shipped model comes with the package (or '
-        'export one with python -m fer_jax.pretrained --workdir=RUN)')
+        'export one with python -m fer_jax.export --workdir=RUN '
+        f'--output={path})')
   if os.path.isdir(os.path.join(path, 'checkpoints')):
     return _workdir(path, checkpoint_step, log)
   if os.path.isfile(os.path.join(path, 'model.json')):

@@ -53,6 +53,7 @@ _compile_for_speed_of_compiling()  # before jax reads XLA_FLAGS
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from configs import demo  # pylint: disable=wrong-import-position
@@ -193,3 +194,17 @@ def pytest_collection_modifyitems(items):
   """The longest module first, so that the others run beside it instead of
   after it (with pytest-xdist's --dist=loadscope, pytest.ini)."""
   items.sort(key=lambda item: item.module.__name__ != 'test_multihost')
+
+
+def assert_onnx_matches(onnx_path, predictor, faces, atol=1e-4):
+  """onnxruntime on the ONNX file at `onnx_path` gives `predictor`'s
+  probabilities for the uint8 face crops `faces` (any size), to `atol`."""
+  import onnxruntime  # pylint: disable=g-import-not-at-top
+  from fer_jax import export  # pylint: disable=g-import-not-at-top
+  session = onnxruntime.InferenceSession(
+      onnx_path, providers=['CPUExecutionProvider'])
+  images = export.onnx_images(faces, predictor.config, predictor.image_shape)
+  got, = session.run(None, {'image': images})
+  expected = predictor.probabilities(faces)
+  np.testing.assert_allclose(got, expected, atol=atol)
+  return got

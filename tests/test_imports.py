@@ -147,5 +147,6 @@ def test_the_commands_import_together_in_one_process():
   # Their flags (--data_dir in two of them) are defined when each runs.
   _, code, error = _import_alone('fer_jax.report, fer_jax.bench, '
                                  'fer_jax.ablate, fer_jax.predict, '
-                                 'fer_jax.pretrained, fer_jax.convert')
+                                 'fer_jax.pretrained, fer_jax.export, '
+                                 'fer_jax.convert')
   assert code == 0, error

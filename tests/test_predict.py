@@ -20,6 +20,7 @@ from fer_jax import annotate
 from fer_jax import errors
 from fer_jax import evaluation
 from fer_jax import experiment
+from fer_jax import export
 from fer_jax import faces
 from fer_jax import logit_adjustment
 from fer_jax import predict
@@ -272,7 +273,7 @@ def test_every_loader_takes_a_workdir_and_its_exported_file_alike(
   # init_from take a run's workdir and the .msgpack exported from it alike.
   config, workdir, _ = fer2013_run
   exported = str(tmp_path / 'model.msgpack')
-  pretrained.export(workdir, exported)
+  export.export(workdir, exported)
   from_run, from_file = weights.load(workdir), weights.load(exported)
   assert from_run.model == from_file.model
   assert from_run.expected == from_file.expected
@@ -322,7 +323,7 @@ def test_a_recorded_logit_adjustment_is_applied_by_eval_predict_and_export(
   source = pipeline.get_builder('fer2013', config.data.data_dir
                                 ).as_data_source('test')
   images = [source[r['index']]['image'] for r in rows]
-  exported = pretrained.export(workdir, str(tmp_path / 'model.msgpack'))
+  exported = export.export(workdir, str(tmp_path / 'model.msgpack'))
   for path in (workdir, exported):
     np.testing.assert_allclose(
         predict.Predictor.load(path).probabilities(images), evaluated,
@@ -350,7 +351,7 @@ def test_a_file_exported_before_logit_adjustment_loads_without_one(
 def test_an_exported_model_is_scored_under_each_shift(fer2013_run, tmp_path,
                                                       monkeypatch):
   config, workdir, _ = fer2013_run
-  exported = pretrained.export(workdir, str(tmp_path / 'model.msgpack'))
+  exported = export.export(workdir, str(tmp_path / 'model.msgpack'))
   # An identity shift must score as the stored images.
   shifts = dict(robustness.SHIFTS,
                 identity=(lambda image: image, 'as stored', lambda c: False))

@@ -2,10 +2,14 @@
 and from converted weights."""
 import importlib
 
+from conftest import assert_onnx_matches
 import numpy as np
 import pytest
+from skimage import data
 
 from fer_jax import experiment
+from fer_jax import export
+from fer_jax import predict
 from fer_jax import train
 
 
@@ -19,10 +23,17 @@ def _small(name, data_dir):
 
 
 @pytest.mark.parametrize('name', ['effnet_b0_rafdb', 'resnet50_rafdb'])
-def test_rafdb_config_trains_end_to_end(rafdb_dir, tmp_path, name):
-  _, history = train.train_and_evaluate(_small(name, rafdb_dir),
-                                        str(tmp_path))
+def test_rafdb_config_trains_end_to_end_and_exports(rafdb_dir, tmp_path,
+                                                    name):
+  workdir = str(tmp_path / 'run')
+  _, history = train.train_and_evaluate(_small(name, rafdb_dir), workdir)
   assert np.sum(history[-1]['eval']['test']['confusion']) == 7
+  # The ONNX graph (resize before the graph, normalisation in it) gives
+  # the run's probabilities on real photographs.
+  path = export.export(workdir, str(tmp_path / 'run.onnx'))
+  assert_onnx_matches(path, predict.Predictor.load(workdir),
+                      [data.astronaut()[40:250, 150:320],
+                       data.coffee()[50:350, 100:400]])
 
 
 def test_init_from_keeps_the_backbone_and_reinitialises_a_different_head(

@@ -91,19 +91,24 @@ def random_erasing(image, probability, area, rng, aspect=(0.3, 3.3)):
   return image
 
 
+def crop_offsets(height, width, size):
+  """(y, x) of the four corner crops and the centre crop (the last), in
+  the order of `ten_crop`; the ONNX export (`fer_jax.export`) crops by them
+  too."""
+  cy, cx = (height - size) // 2, (width - size) // 2
+  return [(0, 0), (0, width - size), (height - size, 0),
+          (height - size, width - size), (cy, cx)]
+
+
 def ten_crop(image, size):
   """The four corner crops, the centre crop and their mirrors: (10, s, s, c)."""
-  h, w = image.shape[:2]
-  cy, cx = (h - size) // 2, (w - size) // 2
-  offsets = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size),
-             (cy, cx)]
-  crops = np.stack([image[y:y + size, x:x + size] for y, x in offsets])
+  crops = np.stack([image[y:y + size, x:x + size]
+                    for y, x in crop_offsets(*image.shape[:2], size)])
   return np.concatenate([crops, crops[:, :, ::-1]])
 
 
 def centre_crop(image, size):
-  h, w = image.shape[:2]
-  y, x = (h - size) // 2, (w - size) // 2
+  y, x = crop_offsets(*image.shape[:2], size)[-1]
   return image[y:y + size, x:x + size]
 
 

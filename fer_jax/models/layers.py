@@ -171,7 +171,11 @@ class SqueezeExcite(nn.Module):
 
 
 def centre_crop(x, height, width):
-  """The centre (height, width) window of an NHWC map (U-Net's crop)."""
+  """The centre (height, width) window of an NHWC map (U-Net's crop).
+
+  Static slices, not indexing: with a symbolic batch size (the ONNX export,
+  `fer_jax.onnx_graph`) indexing would trace to a gather."""
   y0 = (x.shape[1] - height) // 2
   x0 = (x.shape[2] - width) // 2
-  return x[:, y0:y0 + height, x0:x0 + width]
+  x = jax.lax.slice_in_dim(x, y0, y0 + height, axis=1)
+  return jax.lax.slice_in_dim(x, x0, x0 + width, axis=2)
