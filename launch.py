@@ -2,12 +2,13 @@
 
 Flags: --config (with --config.key=value overrides), --workdir (default
 runs/<config file name>), --mode=train|eval, --checkpoint=selected|latest|
-STEP for eval. For several processes, pass --coordinator_address,
---num_processes and --process_id to each, or start them with srun or mpirun
-(JAX reads the rest from their environment; README "Several processes or
-machines"); --heartbeat_timeout bounds how long the others wait for one
-that died. A user's mistake (a config value,
-missing data, a busy or foreign workdir) prints one line and exits 1;
+STEP for eval, --compilation_cache (JAX's persistent cache; the run's
+summary says how many programs came from it). For several processes, pass
+--coordinator_address, --num_processes and --process_id to each, or start
+them with srun or mpirun (JAX reads the rest from their environment; README
+"Several processes or machines"); --heartbeat_timeout bounds how long the
+others wait for one that died. A user's mistake (a config value, missing
+data, a busy or foreign workdir) prints one line and exits 1;
 --verbosity=1 shows its traceback.
 """
 import functools
@@ -43,6 +44,11 @@ _HEARTBEAT = flags.DEFINE_integer(
     'heartbeat_timeout', 30,
     'Multi-host only: seconds after which the processes of a run give up on '
     'one that stopped answering (JAX\'s default is 100).')
+_CACHE = flags.DEFINE_string(
+    'compilation_cache', None,
+    "Folder of JAX's persistent compilation cache, which lets a run that "
+    'compiles what an earlier one did read it back; default '
+    '$JAX_COMPILATION_CACHE_DIR, else ~/.cache/fer_jax/jax. Empty: off.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -68,6 +74,11 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   from fer_jax import evaluation  # pylint: disable=g-import-not-at-top
   from fer_jax import train  # pylint: disable=g-import-not-at-top
+  cache = _CACHE.value
+  if cache is None:
+    cache = jax.config.jax_compilation_cache_dir or os.path.join(
+        os.path.expanduser('~'), '.cache', 'fer_jax', 'jax')
+  jax.config.update('jax_compilation_cache_dir', cache or None)
   if _NUM_PROCESSES.value > 1:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
                                _PROCESS_ID.value,

@@ -14,11 +14,19 @@ changed element is caught instead of evaluated (any one changed element;
 several only escape when their weighted changes cancel modulo 2^32, as
 they do for random damage with probability 2^-32; it is a checksum against
 damage, not a cryptographic hash); a file orbax cannot read is
-reported the same way (`DamagedError`, naming the step). Saves are
-synchronous: a failed write (a full disk, say) stops the run at that save
-with the path and the reason (`test_train.py::
-test_failed_save_stops_the_run_with_the_path_and_reason`), where orbax's
-background writer would log the failure and let training run on.
+reported the same way (`DamagedError`, naming the step).
+
+Saves are asynchronous (orbax's): `save` copies the arrays off the device
+and records the iterator's position and the run record before it returns,
+then the files are written while training goes on. The next `save`, and
+`wait` (at the end of training, before any report of the last good
+checkpoint), wait for it, and a failed write (a full disk, say) stops the
+run there with the step, the path and the reason
+(`test_workdir.py::test_failed_save_stops_the_run_with_the_path_and_reason`)
+instead of orbax's log lines while training runs on; a kill while a save
+is being written leaves its temporary folder, never read as a checkpoint,
+and the run resumes exactly from the one before
+(`test_train.py::test_a_run_killed_while_a_save_is_written_resumes_exactly`).
 """
 import contextlib
 import logging as std_logging
@@ -28,6 +36,7 @@ import shutil
 import sys
 import traceback
 import warnings
+import weakref
 
 import grain
 import jax
@@ -70,7 +79,7 @@ def manager(workdir, keep, track_best, read_only=False):
             policies),
         best_fn=_selection if track_best else None, best_mode='max',
         create=not read_only, read_only=read_only,
-        enable_async_checkpointing=False)
+        enable_async_checkpointing=not read_only)
     return ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), 'checkpoints'),
         options=options, item_names=('model', 'opt', 'data', 'run'))
@@ -178,44 +187,81 @@ def _quiet_failures():
   unraisable exception still reaches its handler, so that a process that
   lives on (`train_and_evaluate` in a notebook) keeps its logging
   (tests/test_workdir.py::test_a_failed_save_leaves_logging_as_it_was)."""
-  hook, filters = sys.unraisablehook, warnings.filters[:]
-  warnings.filterwarnings('ignore', 'coroutine .* was never awaited')
-  added = _drop_orbax_records()
-  if not hasattr(hook, 'forwards_to'):
-    sys.unraisablehook = _forwarding(hook)
+  restore = _quiet()
   try:
     yield
   except Exception:
     raise  # the leftovers of the failure may come at any time: kept out
   else:
+    restore()
+
+
+def _quiet():
+  """Starts `_quiet_failures`' filtering; returns the function that ends
+  it (not called after a failure)."""
+  hook, filters = sys.unraisablehook, warnings.filters[:]
+  warnings.filterwarnings('ignore', 'coroutine .* was never awaited')
+  added = _drop_orbax_records()
+  if not hasattr(hook, 'forwards_to'):
+    sys.unraisablehook = _forwarding(hook)
+
+  def restore():
     _keep_orbax_records(added)
     sys.unraisablehook = hook
     warnings.filters[:] = filters
+  return restore
+
+
+# The save each manager is writing in the background: (step, the function
+# that ends its quiet filtering).
+_IN_FLIGHT = weakref.WeakKeyDictionary()
+
+
+def _write_error(mngr, step, e):
+  # Orbax wraps the OSError of a full disk in its own exceptions.
+  reason = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
+  return errors.UserError(
+      f'could not write checkpoint step {step} to {mngr.directory}: '
+      f'{reason}; the earlier checkpoints are intact')
+
+
+def wait(mngr):
+  """Waits for the save `mngr` is writing, if any; raises a UserError
+  naming its step, path and reason if the write failed."""
+  if mngr not in _IN_FLIGHT:
+    return
+  step, restore = _IN_FLIGHT.pop(mngr)
+  try:
+    mngr.wait_until_finished()
+    mngr.check_for_errors()
+  except Exception as e:  # pylint: disable=broad-except
+    raise _write_error(mngr, step, e) from e
+  restore()
 
 
 def save(mngr, step, state, data_iterator, run, selection=None):
-  """Saves step `step`; `selection` is the model-selection accuracy.
+  """Starts saving step `step` (see the module doc: written in the
+  background; `wait` for it); `selection` is the model-selection accuracy.
 
-  Raises a UserError naming the path and the reason when the write fails;
-  the earlier checkpoints are untouched.
+  Waits for the previous save first. Raises a UserError naming the step,
+  the path and the reason when a write fails; the earlier checkpoints are
+  untouched.
   """
+  wait(mngr)
   run = dict(run, fingerprints={'model': fingerprints(_model(state)),
                                 'opt': fingerprints(_opt(state))})
+  restore = _quiet()
   try:
-    with _quiet_failures():
-      mngr.save(step, args=ocp.args.Composite(
-          model=ocp.args.StandardSave(_model(state)),
-          opt=ocp.args.StandardSave(_opt(state)),
-          data=grain.checkpoint.CheckpointSave(data_iterator),
-          run=ocp.args.JsonSave(run)),
-          metrics=(None if selection is None
-                   else {SELECTION_METRIC: selection}))
+    mngr.save(step, args=ocp.args.Composite(
+        model=ocp.args.StandardSave(_model(state)),
+        opt=ocp.args.StandardSave(_opt(state)),
+        data=grain.checkpoint.CheckpointSave(data_iterator),
+        run=ocp.args.JsonSave(run)),
+        metrics=(None if selection is None
+                 else {SELECTION_METRIC: selection}))
   except Exception as e:  # pylint: disable=broad-except
-    # Orbax wraps the OSError of a full disk in its own exceptions.
-    reason = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
-    raise errors.UserError(
-        f'could not write checkpoint step {step} to {mngr.directory}: '
-        f'{reason}; the earlier checkpoints are intact') from e
+    raise _write_error(mngr, step, e) from e
+  _IN_FLIGHT[mngr] = (step, restore)
 
 
 def _abstract(tree):

@@ -26,6 +26,7 @@ from fer_jax import optim
 from fer_jax import steps
 from fer_jax import teacher as teacher_lib
 from fer_jax.data import pipeline
+from fer_jax.data import transforms
 from fer_jax.models import cpu_conv
 
 
@@ -107,6 +108,25 @@ class Experiment:
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(
             self.batch_sharding, x), local_batch)
+
+  def compile_eval_step(self, variables):
+    """Compiles `eval_step` ahead of time for the eval splits' batches
+    (their shapes from `transforms.eval_transform` of a blank image) and
+    `variables`' shapes and shardings; safe to call in a thread, and the
+    jitted step's next call finds it compiled."""
+    example = transforms.eval_transform(self.config.data)(
+        {'image': np.zeros(self.data.image_shape, np.uint8), 'label': 0})
+    batch = {k: jax.ShapeDtypeStruct(
+        (self.config.eval_batch_size, *np.shape(v)), np.asarray(v).dtype,
+        sharding=self.batch_sharding)
+             for k, v in dict(example, index=np.int32(0)).items()}
+    variables = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+        variables)
+    shift = jax.ShapeDtypeStruct((self.num_classes,), np.float32,
+                                 sharding=self.replicated)
+    return self.eval_step.lower(variables, batch, shift,
+                                self.teacher_variables).compile()
 
   def evaluate(self, variables, predictions=False, logit_shift=None,
                datasets=None):

@@ -14,6 +14,8 @@ matplotlib.use('Agg')  # before pyplot: no display on servers
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from fer_jax import time_split  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 
 def save(fig, path):
   """Writes `fig` to `path` as PNG (a temporary name, then renamed) and
@@ -68,6 +70,26 @@ def recall_bars(record, path):
   # Outside the axes: bars near 100% would hide under it.
   ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1))
   ax.set_title(f"{record['split']}: per class (support below each name)")
+  return save(fig, path)
+
+
+def wall_time(sessions, path):
+  """One stacked horizontal bar per training session of a run record:
+  its wall time by `time_split.KINDS`."""
+  timed = [(k, s['time']) for k, s in enumerate(sessions, start=1)
+           if 'time' in s]
+  fig, ax = plt.subplots(figsize=(7, 1.8 + 0.45 * len(timed)))
+  for row, (_, split) in enumerate(timed):
+    left = 0.0
+    for color, kind in enumerate(time_split.KINDS):
+      ax.barh(row, split[kind], left=left, color=f'C{color}',
+              label=kind if row == 0 else None)
+      left += split[kind]
+  ax.set_yticks(range(len(timed)), [f'session {k}' for k, _ in timed])
+  ax.invert_yaxis()
+  ax.set_xlabel('seconds')
+  ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1))
+  ax.set_title('Where the wall time went')
   return save(fig, path)
 
 

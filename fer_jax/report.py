@@ -38,6 +38,7 @@ from fer_jax import figures
 from fer_jax import metrics as metrics_lib
 from fer_jax import models
 from fer_jax import predict
+from fer_jax import time_split
 from fer_jax import weights
 from fer_jax import workdir as workdir_lib
 from fer_jax.data import pipeline
@@ -160,6 +161,20 @@ def hardware_section(run):
   total = sum(s.get('seconds', 0) for s in sessions)
   lines += ['', f'Training wall time, evaluations included: '
             f'{_duration(total)}.']
+  timed = [(k, s['time']) for k, s in enumerate(sessions, start=1)
+           if 'time' in s]
+  if timed:  # sessions before fer_jax measured it have none
+    lines += ['', 'Where it went, seconds (`fer_jax/time_split.py` says '
+              'what each kind holds):', '',
+              '| session | ' + ' | '.join(time_split.KINDS)
+              + ' | images/s training | programs from the cache |',
+              '|---|' + '---|' * (len(time_split.KINDS) + 2)]
+    for k, split in timed:
+      training = split['input'] + split['steps']
+      lines.append(f'| {k} | ' + ' | '.join(
+          f'{split[kind]:.1f}' for kind in time_split.KINDS)
+                   + f" | {split['images'] / max(training, 1e-9):.0f} | "
+                   f"{split['cache_hits']} of {split['cache_lookups']} |")
   return lines
 
 
@@ -292,6 +307,9 @@ def write(workdir, image_path=None, image_split='test', image_index=0,
   if lines:
     shown.append(('Training curves', figures.curves(
         lines, os.path.join(folder, 'curves.png'))))
+  if any('time' in s for s in run.get('sessions', [])):
+    shown.append(('Wall time by kind, per session', figures.wall_time(
+        run['sessions'], os.path.join(folder, 'time_split.png'))))
   for split, record in evals.items():
     shown.append((f'Confusion matrix, {split}', figures.confusion(
         record, os.path.join(folder, f'confusion_{split}.png'))))

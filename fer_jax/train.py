@@ -4,11 +4,19 @@ Each epoch trains `steps.train_step` over the training set, evaluates the
 eval splits (`experiment.Experiment.evaluate`) and saves a checkpoint that
 holds the model, the optimiser state, the data iterator's position and the
 run record (config, history, sessions), so that a killed run resumes
-exactly where it stopped. At the end the epoch chosen on the selection split
-is reported and its `eval/<split>.json` written. Evaluating a saved
-checkpoint is `fer_jax.evaluation.evaluate`.
+exactly where it stopped; the checkpoint's files are written while the next
+epoch trains (`checkpoint.save`). At the end the epoch chosen on the
+selection split is reported and its `eval/<split>.json` written.
+Evaluating a saved checkpoint is `fer_jax.evaluation.evaluate`.
+
+Where each session's wall time goes (startup, compiling, input, steps,
+evaluation, checkpoints, logging: `time_split`) is written per logging
+interval (`time/*`) and per epoch (`epoch_time/*`) to metrics.jsonl and
+TensorBoard, to the session's run record (`fer_jax.report`) and to the
+end-of-run log; reading the clock adds no host sync to the loop.
 """
 import functools
+import threading
 import time
 
 import jax
@@ -22,6 +30,7 @@ from fer_jax import experiment
 from fer_jax import metrics as metrics_lib
 from fer_jax import steps
 from fer_jax import teacher as teacher_lib
+from fer_jax import time_split
 from fer_jax import weights
 from fer_jax import workdir as workdir_lib
 from fer_jax.data import pipeline
@@ -131,6 +140,7 @@ def resume(ex, workdir, state, train_iter):
 
 
 def _last_good(mngr, workdir):
+  checkpoint.wait(mngr)  # a save in flight is the last good one
   step = mngr.latest_step()
   if step is None:
     return f'No checkpoint was saved before it: {workdir} has none to resume.'
@@ -164,22 +174,46 @@ def train_and_evaluate(config, workdir, config_file=None):
   `config_file`, the file `config` came from (launch.py's --config), is
   recorded for `fer_jax.report`'s config diff.
   """
+  clock = time_split.TimeSplit(time.monotonic())
   ex = experiment.Experiment(config)
   with workdir_lib.lock(workdir):
-    return _train(ex, workdir, config_file)
+    return _train(ex, workdir, config_file, clock)
 
 
-def _train(ex, workdir, config_file):
+def _in_background(fn):
+  """Starts fn() in a thread; returns a function that waits for its result
+  (or raises its error). A daemon thread: a run that fails meanwhile exits
+  without waiting for it."""
+  out = {}
+
+  def run():
+    try:
+      out['value'] = fn()
+    except Exception as e:  # pylint: disable=broad-except
+      out['error'] = e
+
+  thread = threading.Thread(target=run, daemon=True)
+  thread.start()
+
+  def result():
+    thread.join()
+    if 'error' in out:
+      raise out['error']
+    return out['value']
+  return result
+
+
+def _train(ex, workdir, config_file, clock):
   config = ex.config
   mngr, start, state, train_iter, run = resume(
       ex, workdir, ex.initial_state(), iter(ex.data.train))
   history = run['history']
-  # Each process start that trains is a session: where, and for how long.
+  # Each process start that trains is a session: where, for how long, and
+  # where the time went (`time_split`).
   session = {'started': time.strftime('%Y-%m-%d %H:%M:%S'),
              'first_step': (start or 0) + 1,
              'hardware': workdir_lib.hardware()}
   sessions = run.get('sessions', []) + [session]
-  session_start = time.monotonic()
   if start is None and config.model.get('init_from'):
     state = start_from(state, ex.model, config.model.init_from, ex.replicated)
   start = start or 0
@@ -195,6 +229,20 @@ def _train(ex, workdir, config_file):
       donate_argnums=0, compiler_options=cpu_conv.compiler_options())
   rng = jax.random.key(config.seed + 1)
   pending = []  # (step, device metrics) not yet fetched
+  clock.mark('startup')
+  batch = eval_compiled = None
+  if start < ex.total_steps:
+    # Compiled ahead of the first step, so that compiling is timed apart,
+    # and the evaluation step meanwhile in a thread rather than at the
+    # first evaluation; the jitted calls then find both compiled.
+    if ex.data.evals:
+      eval_compiled = _in_background(functools.partial(
+          ex.compile_eval_step, {'params': state.params,
+                                 'batch_stats': state.batch_stats}))
+    batch = ex.global_batch(next(train_iter))
+    clock.mark('input')
+    step_fn.lower(state, batch, rng, ex.teacher_variables).compile()
+    clock.mark('compile')
 
   def flush():
     # The one host sync between evaluations: at log boundaries.
@@ -205,7 +253,9 @@ def _train(ex, workdir, config_file):
             f'loss is {m["loss"]} at step {step}; stopped. '
             + _last_good(mngr, workdir))
     means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-    writer.write(pending[-1][0], {f'train/{k}': v for k, v in means.items()})
+    clock.mark('steps')  # the wait for the device
+    writer.write(pending[-1][0], {**{f'train/{k}': v for k, v in means.items()},
+                                  **clock.take('time')})
     pending.clear()
     return means
 
@@ -213,15 +263,20 @@ def _train(ex, workdir, config_file):
   with tqdm.tqdm(total=ex.total_steps, initial=start, unit='step',
                  disable=jax.process_index() != 0) as bar:
     for step in range(start + 1, ex.total_steps + 1):
-      state, step_metrics = step_fn(state, ex.global_batch(next(train_iter)),
-                                    rng, ex.teacher_variables)
+      if step > start + 1:
+        batch = ex.global_batch(next(train_iter))
+        clock.mark('input')
+      state, step_metrics = step_fn(state, batch, rng, ex.teacher_variables)
       pending.append((step, step_metrics))
+      clock.count(config.batch_size)
+      clock.mark('steps')
       bar.update()
       end_of_epoch = step % ex.steps_per_epoch == 0
       if step % config.log_every == 0 or end_of_epoch:
         means = flush()
         bar.set_postfix(loss=f"{means['loss']:.3f}",
                         acc=f"{means['accuracy']:.3f}")
+        clock.mark('logging')
       if end_of_epoch:
         # A finite loss can hide infinite BatchNorm variances or huge weights;
         # such a state is never saved as a checkpoint to go back to.
@@ -230,9 +285,15 @@ def _train(ex, workdir, config_file):
               f'parameters, BatchNorm statistics or optimizer state are not '
               f'finite after step {step}; stopped without saving it. '
               + _last_good(mngr, workdir))
+        clock.mark('checkpoint')
         epoch = step // ex.steps_per_epoch
+        if eval_compiled is not None:
+          eval_compiled()  # waits only if it is still compiling
+          eval_compiled = None
+          clock.mark('compile')
         results = ex.evaluate({'params': state.params,
                                'batch_stats': state.batch_stats})
+        clock.mark('eval')
         history.append({'epoch': epoch, 'step': step, 'eval': results})
         writer.write(step, {f'{split}/{k}': v for split, r in results.items()
                             for k, v in r.items()})
@@ -240,8 +301,10 @@ def _train(ex, workdir, config_file):
             f'{config.data.eval_crop}-crop {eval_files.accuracies(results)}')
         selection = (results[config.selection_split][config.selection_metric]
                      if config.selection_split else None)
-        session.update(last_step=step,
-                       seconds=round(time.monotonic() - session_start, 1))
+        clock.mark('logging')
+        split = clock.session()
+        session.update(last_step=step, time=split, seconds=round(
+            sum(split[k] for k in time_split.KINDS), 1))
         checkpoint.save(mngr, step, state, train_iter,
                         {'config': config.to_dict(), 'history': history,
                          'config_file': config_file or run.get('config_file'),
@@ -250,7 +313,15 @@ def _train(ex, workdir, config_file):
                                   'image_shape': list(ex.data.image_shape)},
                          'teacher': ex.teacher and ex.teacher.identity},
                         selection)
+        clock.mark('checkpoint')
+        writer.write(step, clock.take('epoch_time'))
+        clock.mark('logging')
+  checkpoint.wait(mngr)
+  clock.mark('checkpoint')
   writer.close()
+  clock.mark('logging')
+  if start < ex.total_steps:
+    log(time_split.describe(clock.session()))
   if history:
     for line in summary(history, config.selection_split,
                         config.selection_metric):

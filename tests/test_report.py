@@ -37,6 +37,8 @@ def test_report_has_config_diff_hardware_metrics_and_optimistic_figure(
   assert "| model.use_bn | True | '<absent>' |" in text  # the row's switch
   assert f"{jax.device_count()} cpu device(s)" in text
   assert 'Training wall time, evaluations included:' in text
+  assert ('| session | startup | compile | input | steps | eval | checkpoint '
+          '| logging | images/s training | programs from the cache |') in text
   assert f"| test | selected step {test['step']} | ten | " \
          f"{100 * test['accuracy']:.2f} |" in text
   assert "The papers' way, optimistic" in text
@@ -49,7 +51,7 @@ def test_report_has_config_diff_hardware_metrics_and_optimistic_figure(
 def test_every_figure_is_a_png_linked_from_the_report(reports):
   expected = {'6_all': {'curves', 'confusion_validation', 'confusion_test',
                         'per_class_validation', 'per_class_test',
-                        'feature_maps', 'se_weights'}}
+                        'feature_maps', 'se_weights', 'time_split'}}
   expected['1_none'] = expected['6_all'] - {'se_weights'}  # VGG19: no SE
   for row, (workdir, _, text) in reports.items():
     folder = os.path.join(workdir, 'figures')

@@ -1,9 +1,11 @@
+import glob
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import jax
@@ -21,6 +23,7 @@ from fer_jax import optim
 from fer_jax import report
 from fer_jax import robustness
 from fer_jax import steps
+from fer_jax import time_split
 from fer_jax import train
 from fer_jax import weights
 from fer_jax.data import transforms
@@ -138,6 +141,55 @@ def test_run_killed_between_saves_resumes_to_the_same_parameters(
   state, history = train.train_and_evaluate(config, workdir)
   assert ('Training on 528 images: 512 of fer_synth/small train and 16 '
           'stylised (synth_minority)') in capsys.readouterr().out
+  assert [h['epoch'] for h in history] == [1, 2, 3]
+  assert sorted(_train_losses(workdir)) == list(range(1, 49))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params),
+               params)
+
+
+# launch.py with orbax's commit of each checkpoint (the rename of its
+# temporary folder) 3 s late: a window to kill the run in while a save is
+# written in the background.
+SLOW_COMMIT = """
+import runpy, sys, time
+from orbax.checkpoint._src.path import atomicity
+commit = atomicity.AtomicRenameTemporaryPath.finalize
+async def late(self):
+  time.sleep(3)
+  return await commit(self)
+atomicity.AtomicRenameTemporaryPath.finalize = late
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def test_a_run_killed_while_a_save_is_written_resumes_exactly(
+    reference, tmp_path):
+  config, _, params, _ = reference
+  workdir = str(tmp_path)
+  process = subprocess.Popen(
+      [sys.executable, '-c', SLOW_COMMIT, *launch_args(config, workdir)[1:]],
+      env=run_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  folder = os.path.join(workdir, 'checkpoints')
+
+  def trained():
+    try:
+      return max(_train_losses(workdir), default=0)
+    except ValueError:  # a line being written
+      return 0
+  deadline = time.time() + 240
+  # Killed while step 32's files are written, training having gone on.
+  while not (os.path.exists(os.path.join(folder, '16'))
+             and glob.glob(os.path.join(folder, '32.orbax-checkpoint-tmp*'))
+             and trained() > 33):
+    assert time.time() < deadline and process.poll() is None
+    time.sleep(0.02)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert experiment.Experiment(config).checkpoints(
+      workdir).latest_step() == 16
+
+  state, history = train.train_and_evaluate(config, workdir)
   assert [h['epoch'] for h in history] == [1, 2, 3]
   assert sorted(_train_losses(workdir)) == list(range(1, 49))
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params),
@@ -288,3 +340,63 @@ def test_robustness_evaluation_scores_every_shift_and_the_report_shows_it(
     jpeg = record['shifts']['jpeg_q30']
     assert (f"| jpeg_q30 | JPEG quality 30 | no (unseen) | "
             f"{100 * jpeg['accuracy']:.2f} |") in text
+
+
+def _time_records(workdir, span):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [r for r in map(json.loads, f) if f'{span}/steps_s' in r]
+
+
+def test_the_time_split_adds_up_and_shows_a_slow_input(data_dir, tmp_path,
+                                                       monkeypatch):
+  config = tiny_config(data_dir, epochs=2, log_every=4)  # 16 steps an epoch
+  started = time.monotonic()
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  wall = time.monotonic() - started
+  intervals = _time_records(str(tmp_path / 'run'), 'time')
+  assert [r['step'] for r in intervals] == list(range(4, 33, 4))
+  epochs = _time_records(str(tmp_path / 'run'), 'epoch_time')
+  assert [r['step'] for r in epochs] == [16, 32]
+  kinds = [f'{k}_s' for k in time_split.KINDS]
+  for r in intervals + epochs:
+    assert all(r[f'time/{k}' if 'time/steps_s' in r else f'epoch_time/{k}']
+               >= 0 for k in kinds)
+  # The epochs' records cover the session but what follows the last
+  # checkpoint (closing the writers); the startup, compiling, evaluation
+  # and checkpoint kinds are all there.
+  covered = sum(r[f'epoch_time/{k}'] for r in epochs for k in kinds)
+  assert wall - 1.0 <= covered <= wall, (covered, wall)
+  first = epochs[0]
+  for kind in ('startup', 'compile', 'eval', 'checkpoint', 'steps'):
+    assert first[f'epoch_time/{kind}_s'] > 0, kind
+  assert epochs[1]['epoch_time/compile_s'] < 0.5  # compiled once
+  assert sum(r['time/images_per_s'] for r in intervals) > 0
+  # The session record holds the same split, for report.md.
+  run = report.read_run(str(tmp_path / 'run'))[0]
+  session, = run['sessions']
+  assert abs(sum(session['time'][k] for k in time_split.KINDS)
+             - session['seconds']) <= 0.1
+  assert session['time']['images'] == 2 * 16 * 32
+  row, = [l for l in report.hardware_section(run) if l.startswith('| 1 | ')
+          and 'process' not in l]
+  cells = row.strip('| ').split(' | ')
+  assert [float(v) for v in cells[1:1 + len(time_split.KINDS)]] == [
+      round(session['time'][k], 1) for k in time_split.KINDS]
+
+  # A pipeline 20 ms slower an image: about 10 s more of input an epoch.
+  slow = transforms.train_transform
+
+  def slowed(data_config):
+    transform = slow(data_config)
+
+    def with_a_wait(example, rng):
+      time.sleep(0.02)
+      return transform(example, rng)
+    return with_a_wait
+  monkeypatch.setattr(transforms, 'train_transform', slowed)
+  config.epochs = 1  # 16 steps: 512 images
+  train.train_and_evaluate(config, str(tmp_path / 'slow'))
+  waited, = [r['epoch_time/input_s']
+             for r in _time_records(str(tmp_path / 'slow'), 'epoch_time')]
+  # Less what the two prefetched batches and the compile overlap.
+  assert waited > epochs[0]['epoch_time/input_s'] + 6, waited
