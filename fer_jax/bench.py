@@ -9,7 +9,9 @@ reports the median images/s, the FLOPs per image of its convolutions and
 dense layers (2 per multiply-add, x3 in training), the achieved GFLOP/s
 and, for scale, this machine's float32 matmul GFLOP/s. Mode `input` times the
 training iterator of `--data` with the paper's augmentations (crop 44, flip,
-Cutout) for each of `--workers`, to compare with the train step's images/s.
+Cutout) for each of `--workers`, to compare with the train step's images/s,
+and the RAF-DB recipe at 224 pixels with the cores it would take to feed a
+GPU (`fer_jax.bench_input`).
 
   python -m fer_jax.bench --models=vgg19,uvgg19 --batch=128 --steps=10
   python -m fer_jax.bench --models=efficientnet_b0 --reference
@@ -45,7 +47,6 @@ import functools
 import json
 import os
 import statistics
-import time
 
 from absl import app
 from absl import flags
@@ -54,6 +55,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from fer_jax import bench_input
 from fer_jax import bench_kernels
 from fer_jax import bench_video
 from fer_jax import hugepages
@@ -64,7 +66,6 @@ from fer_jax import steps as steps_lib
 from fer_jax import timing
 from fer_jax import teacher as teacher_lib
 from fer_jax import torch_reference
-from fer_jax.data import pipeline
 from fer_jax.models import cpu_conv
 
 
@@ -235,17 +236,8 @@ def time_pipeline(dataset, workers, batch, steps, data_dir=None):
   """Images/s the training iterator delivers with the paper's augmentations."""
   config = _paper_recipe().data
   config.name, config.data_dir, config.workers = dataset, data_dir, workers
-  iterator = iter(pipeline.load(config, batch, batch, seed=0).train)
-  next(iterator)  # warm-up: starts the workers and fills the prefetch buffer
-  start = time.perf_counter()
-  for _ in range(steps):
-    next(iterator)
-  seconds = time.perf_counter() - start
-  return {'name': f'input/{dataset}/workers={workers}', 'model': None,
-          'mode': 'input', 'batch': batch,
-          'input': 'x'.join(map(str, INPUT_SHAPES['vgg19'])), 'params': None,
-          'workers': workers, 'img_per_s': steps * batch / seconds,
-          'gflops_per_img': None, 'achieved_gflops': None}
+  return bench_input.record(dataset, config, workers, batch,
+                            bench_input.time_iterator(config, batch, steps))
 
 
 def _ratio(records, width, a, b):
@@ -334,6 +326,10 @@ def main(argv):
                               flags.FLAGS.batch or BATCHES['vgg19'],
                               max(20, flags.FLAGS.steps), flags.FLAGS.data_dir)
                 for workers in flags.FLAGS.workers]
+    records += bench_input.time_rafdb(
+        [int(w) for w in flags.FLAGS.workers],
+        flags.FLAGS.batch or BATCHES['efficientnet_b0'],
+        max(20, flags.FLAGS.steps))
   if 'predict' in flags.FLAGS.modes:
     records += [time_predict(batch, flags.FLAGS.steps) for batch in (1, 64)]
   clips = []
@@ -368,6 +364,9 @@ def main(argv):
       line += f"   {r['latency_ms']:.1f} ms a call"
     if r.get('ours_vs_torch') is not None:
       line += f"   ours / this: {r['ours_vs_torch']:.2f}x"
+    if 'cores_for_gpu' in r:
+      line += (f"   {r['img_per_s_per_worker']:.0f} a worker: "
+               f"{r['cores_for_gpu']} cores for {r['gpu']}")
     print(line)
   if kernels:
     print('\n'.join(['', *bench_kernels.table(kernels)]))

@@ -1,6 +1,7 @@
 """The augmentations for faces as detectors and other datasets give them:
 each deterministic per seed, within its stated range, resumable."""
 import grain
+import ml_collections
 import numpy as np
 import pytest
 
@@ -162,3 +163,24 @@ def test_out_of_range_values_name_their_key(key, value):
   (config[section] if section else config)[name] = value
   with pytest.raises(errors.UserError, match=f'config.{key}='):
     config_check.validate(config)
+
+
+def test_normalising_by_table_gives_the_formulas_bytes():
+  # The RAF-DB recipe's mean and std (configs/effnet_b0_rafdb.py): every
+  # level in every channel, in a mirrored (strided) crop as training makes.
+  config = ml_collections.ConfigDict({
+      'mean': (0.57535914, 0.44928582, 0.40079932),
+      'std': (0.20735591, 0.18981615, 0.18132027)})
+  every = np.arange(256)
+  levels = np.stack([every, every[::-1], every * 7 % 256], -1)[:, None]
+  levels = levels.astype(np.uint8)  # (256, 1, 3): each level per channel
+  image = np.random.default_rng(0).integers(0, 256, (224, 224, 3), np.uint8)
+  for x in (levels, image[:, ::-1], image[..., :1]):
+    mean = config.mean[:x.shape[-1]]
+    one = ml_collections.ConfigDict({'mean': mean,
+                                     'std': config.std[:x.shape[-1]]})
+    formula = (x.astype(np.float32) / 255.0 - np.float32(mean)) / np.float32(
+        one.std)
+    out = transforms.normalize(x, one)
+    assert out.dtype == np.float32 and out.shape == x.shape
+    assert out.tobytes() == formula.tobytes()

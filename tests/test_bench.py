@@ -2,11 +2,14 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from configs import effnet_b0_rafdb
 from configs import vgg19_fer2013
 from conftest import REPO, run_env
 from fer_jax import bench
+from fer_jax import bench_input
 from fer_jax import bench_video
 from fer_jax import faces
 
@@ -56,6 +59,26 @@ def test_the_bench_times_the_paper_recipe_of_its_config():
       theirs = tuple(theirs) if isinstance(theirs, list) else theirs
       assert ours == theirs, f'{section}.{key}'
   assert recipe.epochs == config.epochs
+
+
+def test_the_input_bench_times_the_rafdb_recipe_of_its_config():
+  recipe = bench_input.rafdb_recipe()
+  config = effnet_b0_rafdb.get_config().data
+  for key, value in recipe.items():
+    if key in ('data_dir', 'workers', 'threads'):
+      continue  # the bench's own
+    ours = tuple(value) if isinstance(value, list) else value
+    theirs = config[key]
+    theirs = tuple(theirs) if isinstance(theirs, list) else theirs
+    assert ours == theirs, key
+  assert set(recipe) == set(config)
+
+
+def test_the_input_bench_feeds_224_pixel_batches_of_a_generated_rafdb():
+  r, = bench_input.time_rafdb([0], batch=8, steps=2)
+  assert r['input'] == '224x224' and r['img_per_s'] > 0
+  assert r['cores_for_gpu'] == np.ceil(bench_input.GPU_IMAGES_PER_S
+                                       / r['img_per_s'])
 
 
 @pytest.mark.parametrize('count', [1, 4])

@@ -13,6 +13,8 @@ nothing, so a config without it trains as before it existed. Evaluation:
 ten crops or the centre crop of the same size, the same scaling. Each
 function is tested in `tests/test_pipeline.py` and `tests/test_augment.py`.
 """
+import functools
+
 import cv2
 import numpy as np
 from PIL import Image
@@ -135,11 +137,33 @@ def random_resized_crop(image, size, scale, rng, ratio=(3 / 4, 4 / 3)):
   return resize(image, size, size)
 
 
-def normalize(image, data_config):
+def _normalized(image, mean, std):
   image = image.astype(np.float32) / 255.0
-  if data_config.get('mean') is not None:
-    image = (image - np.float32(data_config.mean)) / np.float32(data_config.std)
+  if mean is not None:
+    image = (image - np.float32(mean)) / np.float32(std)
   return image
+
+
+@functools.lru_cache(maxsize=8)
+def _levels(mean, std):
+  """(256, channels): `_normalized` of each uint8 level in each channel,
+  by the very float32 operations applied to each pixel."""
+  return _normalized(np.arange(256, dtype=np.uint8)[:, None], mean, std)
+
+
+def normalize(image, data_config):
+  """Scaled to [0, 1], then, with the config's mean and std, normalised
+  per channel; float32. A uint8 image with a mean and std looks its
+  values up in a table of the 256 levels: the same bytes as the formula
+  (`tests/test_augment.py::test_normalising_by_table_gives_the_formulas_bytes`),
+  2.5x faster at 224x224x3, where the formula's three passes over float
+  copies were most of the RAF-DB recipe's time (`fer_jax.bench_input`)."""
+  mean, std = data_config.get('mean'), data_config.get('std')
+  if mean is None or image.dtype != np.uint8:
+    return _normalized(image, mean, std)
+  table = _levels(tuple(mean), tuple(std))
+  return np.stack([np.take(table[:, c], image[..., c])
+                   for c in range(image.shape[-1])], axis=-1)
 
 
 def train_transform(data_config):
