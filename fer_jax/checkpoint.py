@@ -362,6 +362,7 @@ def set_aside(mngr, step):
 
 
 @jax.jit
+@jax.jit
 def _all_finite(tree):
   # One reduction over one concatenation: a reduction per array compiled
   # several times longer (one per array of ResNet-50), and this runs once
@@ -369,6 +370,25 @@ def _all_finite(tree):
   return jnp.all(jnp.isfinite(jnp.concatenate([
       x.ravel().astype(jnp.float32) for x in jax.tree.leaves(tree)
       if jnp.issubdtype(x.dtype, jnp.inexact)])))
+
+
+def specs(tree):
+  """Each array's shape, dtype and sharding (`jax.ShapeDtypeStruct`): what
+  compiling ahead of time needs, readable in a thread even after the
+  arrays were donated to a step."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+      tree)
+
+
+def compile_checks(state):
+  """Compiles `all_finite` and the fingerprints `save` computes for
+  `state`'s arrays ahead of the first save, so that a thread can do it
+  while training starts (their calls then find them compiled)."""
+  trees = specs({'model': _model(state), 'opt': _opt(state)})
+  _all_finite.lower(trees).compile()
+  for tree in trees.values():
+    _fingerprints.lower(tree).compile()
 
 
 def all_finite(state):

@@ -120,12 +120,9 @@ class Experiment:
         (self.config.eval_batch_size, *np.shape(v)), np.asarray(v).dtype,
         sharding=self.batch_sharding)
              for k, v in dict(example, index=np.int32(0)).items()}
-    variables = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-        variables)
     shift = jax.ShapeDtypeStruct((self.num_classes,), np.float32,
                                  sharding=self.replicated)
-    return self.eval_step.lower(variables, batch, shift,
+    return self.eval_step.lower(checkpoint.specs(variables), batch, shift,
                                 self.teacher_variables).compile()
 
   def evaluate(self, variables, predictions=False, logit_shift=None,

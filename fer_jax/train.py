@@ -230,15 +230,19 @@ def _train(ex, workdir, config_file, clock):
   rng = jax.random.key(config.seed + 1)
   pending = []  # (step, device metrics) not yet fetched
   clock.mark('startup')
-  batch = eval_compiled = None
+  batch = compiled_ahead = None
   if start < ex.total_steps:
     # Compiled ahead of the first step, so that compiling is timed apart,
-    # and the evaluation step meanwhile in a thread rather than at the
-    # first evaluation; the jitted calls then find both compiled.
-    if ex.data.evals:
-      eval_compiled = _in_background(functools.partial(
-          ex.compile_eval_step, {'params': state.params,
-                                 'batch_stats': state.batch_stats}))
+    # and the evaluation step and the checkpoint's checks meanwhile in a
+    # thread rather than at the first evaluation and save; the jitted calls
+    # then find them compiled.
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+
+    def ahead(state=state):
+      if ex.data.evals:
+        ex.compile_eval_step(variables)
+      checkpoint.compile_checks(state)
+    compiled_ahead = _in_background(ahead)
     batch = ex.global_batch(next(train_iter))
     clock.mark('input')
     step_fn.lower(state, batch, rng, ex.teacher_variables).compile()
@@ -278,6 +282,10 @@ def _train(ex, workdir, config_file, clock):
                         acc=f"{means['accuracy']:.3f}")
         clock.mark('logging')
       if end_of_epoch:
+        if compiled_ahead is not None:
+          compiled_ahead()  # waits only if it is still compiling
+          compiled_ahead = None
+          clock.mark('compile')
         # A finite loss can hide infinite BatchNorm variances or huge weights;
         # such a state is never saved as a checkpoint to go back to.
         if not checkpoint.all_finite(state):
@@ -287,10 +295,6 @@ def _train(ex, workdir, config_file, clock):
               + _last_good(mngr, workdir))
         clock.mark('checkpoint')
         epoch = step // ex.steps_per_epoch
-        if eval_compiled is not None:
-          eval_compiled()  # waits only if it is still compiling
-          eval_compiled = None
-          clock.mark('compile')
         results = ex.evaluate({'params': state.params,
                                'batch_stats': state.batch_stats})
         clock.mark('eval')

@@ -208,3 +208,19 @@ def assert_onnx_matches(onnx_path, predictor, faces, atol=1e-4):
   expected = predictor.probabilities(faces)
   np.testing.assert_allclose(got, expected, atol=atol)
   return got
+
+
+def one_epoch_fer2013_run(root, config):
+  """`config` (a FER2013 config) at 1/16 width, one epoch on a
+  FER2013-layout fixture written under `root`: (config, workdir, raw)."""
+  import fixtures  # pylint: disable=g-import-not-at-top
+  from fer_jax import train  # pylint: disable=g-import-not-at-top
+  from fer_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  raw = fixtures.write_fer2013_folders(str(root / 'raw'))
+  prepare.prepare('fer2013', raw, str(root / 'tfds'))
+  config.data.update(data_dir=str(root / 'tfds'), threads=1)
+  config.model.width = 1 / 16
+  config.update(epochs=1, batch_size=8, eval_batch_size=8, log_every=1)
+  workdir = str(root / 'run')
+  train.train_and_evaluate(config, workdir)
+  return config, workdir, raw

@@ -7,8 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO, assert_onnx_matches
-import fixtures
+from conftest import REPO, assert_onnx_matches, one_epoch_fer2013_run
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,10 +20,8 @@ from fer_jax import errors
 from fer_jax import export
 from fer_jax import onnx_graph
 from fer_jax import predict
-from fer_jax import train
 from fer_jax import weights
 from fer_jax.data import fer2013
-from fer_jax.data import prepare
 
 
 def real_faces():
@@ -68,15 +65,8 @@ def test_the_shipped_model_exports_to_onnx_with_its_probabilities(tmp_path):
 def uvgg_run(tmp_path_factory):
   """One epoch of the shipped model's config at 1/16 width on a
   FER2013-layout fixture."""
-  root = tmp_path_factory.mktemp('fer2013')
-  prepare.prepare('fer2013', fixtures.write_fer2013_folders(str(root / 'raw')),
-                  str(root / 'tfds'))
-  config = uvgg_fer2013_cpu.get_config()
-  config.data.update(data_dir=str(root / 'tfds'), threads=1)
-  config.model.width = 1 / 16
-  config.update(epochs=1, batch_size=8, eval_batch_size=8, log_every=1)
-  workdir = str(root / 'run')
-  train.train_and_evaluate(config, workdir)
+  _, workdir, _ = one_epoch_fer2013_run(tmp_path_factory.mktemp('fer2013'),
+                                        uvgg_fer2013_cpu.get_config())
   return workdir
 
 

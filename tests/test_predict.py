@@ -15,7 +15,7 @@ import pytest
 from skimage import data
 
 import fixtures
-from conftest import REPO, run_env, within
+from conftest import REPO, one_epoch_fer2013_run, run_env, within
 from fer_jax import annotate
 from fer_jax import errors
 from fer_jax import evaluation
@@ -52,16 +52,8 @@ def _iou(a, b):
 def fer2013_run(tmp_path_factory):
   """A one-epoch run on a FER2013-layout fixture: (config, workdir, raw)."""
   from configs import vgg19_fer2013_cpu  # pylint: disable=g-import-not-at-top
-  root = tmp_path_factory.mktemp('fer2013')
-  raw = fixtures.write_fer2013_folders(str(root / 'raw'))
-  prepare.prepare('fer2013', raw, str(root / 'tfds'))
-  config = vgg19_fer2013_cpu.get_config()
-  config.data.update(data_dir=str(root / 'tfds'), threads=1)
-  config.model.width = 1 / 16
-  config.update(epochs=1, batch_size=8, eval_batch_size=8, log_every=1)
-  workdir = str(root / 'run')
-  train.train_and_evaluate(config, workdir)
-  return config, workdir, raw
+  return one_epoch_fer2013_run(tmp_path_factory.mktemp('fer2013'),
+                               vgg19_fer2013_cpu.get_config())
 
 
 def test_the_cascade_finds_the_face_in_a_real_photograph():
