@@ -121,32 +121,6 @@ def test_evaluating_the_checkpoint_reproduces_the_saved_accuracy(reference):
         chosen['eval'][split]['confusion'][3])
 
 
-def test_run_killed_between_saves_resumes_to_the_same_parameters(
-    reference, tmp_path, capsys):
-  config, _, params, _ = reference
-  workdir = str(tmp_path)
-  process = subprocess.Popen(launch_args(config, workdir), env=run_env(),
-                             stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-  first_save = os.path.join(workdir, 'checkpoints', '16')
-  deadline = time.time() + 240
-  while not os.path.exists(first_save) and process.poll() is None:
-    assert time.time() < deadline
-    time.sleep(0.02)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  killed_at = experiment.Experiment(config).checkpoints(workdir).latest_step()
-  assert killed_at in (16, 32)  # killed before the end (step 48)
-
-  state, history = train.train_and_evaluate(config, workdir)
-  assert ('Training on 528 images: 512 of fer_synth/small train and 16 '
-          'stylised (synth_minority)') in capsys.readouterr().out
-  assert [h['epoch'] for h in history] == [1, 2, 3]
-  assert sorted(_train_losses(workdir)) == list(range(1, 49))
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params),
-               params)
-
-
 # launch.py with orbax's commit of each checkpoint (the rename of its
 # temporary folder) 3 s late: a window to kill the run in while a save is
 # written in the background.
@@ -164,7 +138,7 @@ runpy.run_path(sys.argv[0], run_name='__main__')
 
 
 def test_a_run_killed_while_a_save_is_written_resumes_exactly(
-    reference, tmp_path):
+    reference, tmp_path, capsys):
   config, _, params, _ = reference
   workdir = str(tmp_path)
   process = subprocess.Popen(
@@ -190,6 +164,8 @@ def test_a_run_killed_while_a_save_is_written_resumes_exactly(
       workdir).latest_step() == 16
 
   state, history = train.train_and_evaluate(config, workdir)
+  assert ('Training on 528 images: 512 of fer_synth/small train and 16 '
+          'stylised (synth_minority)') in capsys.readouterr().out
   assert [h['epoch'] for h in history] == [1, 2, 3]
   assert sorted(_train_losses(workdir)) == list(range(1, 49))
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params),
@@ -383,14 +359,14 @@ def test_the_time_split_adds_up_and_shows_a_slow_input(data_dir, tmp_path,
   assert [float(v) for v in cells[1:1 + len(time_split.KINDS)]] == [
       round(session['time'][k], 1) for k in time_split.KINDS]
 
-  # A pipeline 20 ms slower an image: about 10 s more of input an epoch.
+  # A pipeline 10 ms slower an image: about 5 s more of input an epoch.
   slow = transforms.train_transform
 
   def slowed(data_config):
     transform = slow(data_config)
 
     def with_a_wait(example, rng):
-      time.sleep(0.02)
+      time.sleep(0.01)
       return transform(example, rng)
     return with_a_wait
   monkeypatch.setattr(transforms, 'train_transform', slowed)
@@ -399,4 +375,4 @@ def test_the_time_split_adds_up_and_shows_a_slow_input(data_dir, tmp_path,
   waited, = [r['epoch_time/input_s']
              for r in _time_records(str(tmp_path / 'slow'), 'epoch_time')]
   # Less what the two prefetched batches and the compile overlap.
-  assert waited > epochs[0]['epoch_time/input_s'] + 6, waited
+  assert waited > epochs[0]['epoch_time/input_s'] + 3, waited
