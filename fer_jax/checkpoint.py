@@ -79,7 +79,14 @@ def manager(workdir, keep, track_best, read_only=False):
             policies),
         best_fn=_selection if track_best else None, best_mode='max',
         create=not read_only, read_only=read_only,
-        enable_async_checkpointing=not read_only)
+        enable_async_checkpointing=not read_only,
+        # The step's folders are made before `save` returns (a few mkdirs):
+        # made in the background, a folder that cannot be made left the
+        # writers waiting for its signal for orbax's 300 s barrier
+        # timeout before the failure was reported
+        # (test_workdir.py::test_a_failed_save_leaves_logging_as_it_was).
+        async_options=ocp.AsyncOptions(
+            create_directories_asynchronously=False))
     return ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), 'checkpoints'),
         options=options, item_names=('model', 'opt', 'data', 'run'))
@@ -361,7 +368,6 @@ def set_aside(mngr, step):
   return target
 
 
-@jax.jit
 @jax.jit
 def _all_finite(tree):
   # One reduction over one concatenation: a reduction per array compiled

@@ -68,7 +68,12 @@ jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 @pytest.fixture(scope='session')
 def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('tfds'))
+  """A TFDS folder with fer_synth/small built: a test that runs launch.py
+  under limits (a file-size limit, say) must not build it there."""
+  from fer_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path_factory.mktemp('tfds'))
+  pipeline.get_builder('fer_synth/small', path)
+  return path
 
 
 @pytest.fixture(scope='session')

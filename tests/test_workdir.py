@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import types
 
 from absl import logging as absl_logging
@@ -244,9 +245,22 @@ def test_a_failed_save_leaves_logging_as_it_was(finished, tmp_path, caplog):
   unraisable, previous = [], sys.unraisablehook
   sys.unraisablehook = unraisable.append
   try:
-    with pytest.raises(errors.UserError, match='could not write checkpoint '
-                       f'step 16 to {mngr.directory}'):
-      checkpoint.save(mngr, 16, state, iter(ex.data.train), {'history': []})
+    # In a thread, so that a save stuck waiting for a folder that was never
+    # made fails here instead of after orbax's 300 s barrier timeout.
+    raised = []
+
+    def save():
+      try:
+        checkpoint.save(mngr, 16, state, iter(ex.data.train), {'history': []})
+      except errors.UserError as e:
+        raised.append(e)
+    saving = threading.Thread(target=save, daemon=True)
+    saving.start()
+    saving.join(timeout=60)
+    assert not saving.is_alive(), 'the failed save hangs'
+    assert len(raised) == 1
+    assert (f'could not write checkpoint step 16 to {mngr.directory}'
+            in str(raised[0]))
     assert absl_logging.get_verbosity() == absl_logging.INFO
     with caplog.at_level('INFO'):
       absl_logging.info('the notebook logs on')
