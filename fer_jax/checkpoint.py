@@ -81,9 +81,9 @@ def manager(workdir, keep, track_best, read_only=False):
         create=not read_only, read_only=read_only,
         enable_async_checkpointing=not read_only,
         # The step's folders are made before `save` returns (a few mkdirs):
-        # made in the background, a folder that cannot be made left the
-        # writers waiting for its signal for orbax's 300 s barrier
-        # timeout before the failure was reported
+        # made in the background (orbax's default), a folder that cannot be
+        # made leaves the writers waiting for its signal until orbax's 300 s
+        # barrier timeout before the failure is reported
         # (test_workdir.py::test_a_failed_save_leaves_logging_as_it_was).
         async_options=ocp.AsyncOptions(
             create_directories_asynchronously=False))
