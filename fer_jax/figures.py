@@ -76,8 +76,7 @@ def recall_bars(record, path):
 def wall_time(sessions, path):
   """One stacked horizontal bar per training session of a run record:
   its wall time by `time_split.KINDS`."""
-  timed = [(k, s['time']) for k, s in enumerate(sessions, start=1)
-           if 'time' in s]
+  timed = time_split.sessions_timed(sessions)
   fig, ax = plt.subplots(figsize=(7, 1.8 + 0.45 * len(timed)))
   for row, (_, split) in enumerate(timed):
     left = 0.0

@@ -161,19 +161,18 @@ def hardware_section(run):
   total = sum(s.get('seconds', 0) for s in sessions)
   lines += ['', f'Training wall time, evaluations included: '
             f'{_duration(total)}.']
-  timed = [(k, s['time']) for k, s in enumerate(sessions, start=1)
-           if 'time' in s]
-  if timed:  # sessions before fer_jax measured it have none
+  timed = time_split.sessions_timed(sessions)
+  if timed:
     lines += ['', 'Where it went, seconds (`fer_jax/time_split.py` says '
               'what each kind holds):', '',
               '| session | ' + ' | '.join(time_split.KINDS)
               + ' | images/s training | programs from the cache |',
               '|---|' + '---|' * (len(time_split.KINDS) + 2)]
     for k, split in timed:
-      training = split['input'] + split['steps']
+      rate = time_split.images_per_s(split, split['images'])
       lines.append(f'| {k} | ' + ' | '.join(
           f'{split[kind]:.1f}' for kind in time_split.KINDS)
-                   + f" | {split['images'] / max(training, 1e-9):.0f} | "
+                   + f" | {rate:.0f} | "
                    f"{split['cache_hits']} of {split['cache_lookups']} |")
   return lines
 

@@ -84,12 +84,23 @@ class TimeSplit:
             'cache_hits': cache['cache_hits']}
 
 
+def images_per_s(seconds, images):
+  """The training rate: `images` over the input and steps seconds."""
+  training = seconds['input'] + seconds['steps']
+  return images / training if training else 0.0
+
+
+def sessions_timed(sessions):
+  """[(session number from 1, its `TimeSplit.session` totals)] of a run
+  record's sessions; those from before fer_jax measured it have none."""
+  return [(k, s['time']) for k, s in enumerate(sessions, start=1)
+          if 'time' in s]
+
+
 def scalars(seconds, images, prefix):
   """Metric names and values of seconds per kind and the training rate."""
-  training = seconds['input'] + seconds['steps']
   return {**{f'{prefix}/{k}_s': round(v, 3) for k, v in seconds.items()},
-          f'{prefix}/images_per_s': round(images / training, 1)
-                                    if training else 0.0}
+          f'{prefix}/images_per_s': round(images_per_s(seconds, images), 1)}
 
 
 def describe(totals):
@@ -97,8 +108,7 @@ def describe(totals):
   wall = sum(totals[k] for k in KINDS)
   parts = ', '.join(f'{k} {totals[k]:.1f} s ({totals[k] / wall:.0%})'
                     for k in KINDS if wall)
-  training = totals['input'] + totals['steps']
-  rate = totals['images'] / training if training else 0.0
+  rate = images_per_s(totals, totals['images'])
   cache = (f"; {totals['cache_hits']} of {totals['cache_lookups']} programs "
            'from the persistent compilation cache' if totals['cache_lookups']
            else '; no persistent compilation cache')
